@@ -1,0 +1,255 @@
+"""LightningDataModules: frames for YOLOv3, clips for YOWO.
+
+The dataset is loaded (and validated) on first use, so ``dm.num_classes`` and
+``dm.anchors(9)`` work right after construction, before ``setup``.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from restaurant_action.data.anchors import AnchorFit, kmeans_anchors
+from restaurant_action.data.annotations import ActionAnnotations
+from restaurant_action.data.datasets import ClipDataset, FrameDataset, FrameRef, collate_frames, letterbox_scale
+from restaurant_action.data.splits import block_split, read_video_split
+from restaurant_action.data.transforms import AugmentConfig, ClipTransform
+from restaurant_action.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+CLIP_PADDING = 30
+
+
+def background_frames(annotations: ActionAnnotations, video: str, padding: int = CLIP_PADDING) -> np.ndarray:
+    """Unlabelled frames of ``video`` known to be background.
+
+    With ``annotated_ranges`` these are the unlabelled frames inside the annotated ranges;
+    without, the unlabelled frames within ``padding`` frames of a labelled action.
+    """
+    info = annotations.videos[video]
+    known = np.zeros(info.num_frames, bool)
+    if annotations.annotated_ranges is not None:
+        for start, end in annotations.annotated_ranges.get(video, []):
+            known[start : end + 1] = True
+    else:
+        for inst in annotations.action_instances():
+            if inst.video == video:
+                known[max(0, inst.start - padding) : inst.end + padding + 1] = True
+    known[annotations.labelled_frames(video)] = False
+    return np.flatnonzero(known)
+
+
+class VideoDataModule(pl.LightningDataModule):
+    """Shared base: loading, the train/val split, anchors and class ranking.
+
+    Args:
+        root: dataset folder in the canonical layout.
+        image_size: training size (square side in pixels; a multiple of 32 for YOLO models).
+        batch_size: samples per batch.
+        num_workers: DataLoader worker processes.
+        val_fraction: fraction of 120-frame blocks for validation (when no ``splits.json``).
+        seed: seed of the split, the background draw and the sampler.
+        augment: training augmentation; ``None`` turns it off.
+        background_ratio: unlabelled background frames per labelled frame in each split.
+        balanced_sampling: exponent ``p`` of class-balanced sampling (frame weight
+            ``count(rarest class in frame) ** -p``); 0 samples uniformly.
+        cache_dir: folder for the resized-frame cache (``None``: decode every epoch).
+        decode_threads: decoder threads per video reader.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int = 320,
+        batch_size: int = 16,
+        num_workers: int = 2,
+        val_fraction: float = 0.2,
+        seed: int = 0,
+        augment: AugmentConfig | None = AugmentConfig(),
+        background_ratio: float = 0.25,
+        balanced_sampling: float = 0.0,
+        cache_dir: str | Path | None = None,
+        decode_threads: int = 1,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.augment = augment
+        self.background_ratio = background_ratio
+        self.balanced_sampling = balanced_sampling
+        self.cache_dir = cache_dir
+        self.decode_threads = decode_threads
+        self._anchor_fits: dict[int, AnchorFit] = {}
+        self.datasets: dict[str, Dataset] = {}
+
+    # ------------------------------------------------------------------ dataset-level facts
+    @cached_property
+    def annotations(self) -> ActionAnnotations:
+        """The whole dataset, loaded and validated."""
+        return ActionAnnotations.load(self.root)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of action classes."""
+        return self.annotations.num_classes
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, by class id."""
+        return self.annotations.classes
+
+    @cached_property
+    def split(self) -> dict[str, dict[str, np.ndarray]]:
+        """``{"train"|"val": {video: frame indices}}`` from ``splits.json`` or the 120-frame block split."""
+        ann = self.annotations
+        by_video = read_video_split(self.root / "splits.json", ann.video_names)
+        if by_video is not None:
+            return {
+                part: {v: np.arange(ann.videos[v].num_frames) for v in by_video[part]} for part in ("train", "val")
+            }
+        lengths = {name: info.num_frames for name, info in ann.videos.items()}
+        return block_split(lengths, self.val_fraction, seed=self.seed)
+
+    def frames_of(self, part: str) -> list[FrameRef]:
+        """Labelled frames of split ``part`` plus ``background_ratio`` background frames per labelled one."""
+        rng = np.random.default_rng(self.seed + (part == "val"))
+        refs: list[FrameRef] = []
+        background: list[FrameRef] = []
+        for video, allowed in self.split[part].items():
+            labelled = np.intersect1d(self.annotations.labelled_frames(video), allowed)
+            refs += [FrameRef(video, int(f)) for f in labelled]
+            background += [FrameRef(video, int(f)) for f in np.intersect1d(background_frames(self.annotations, video), allowed)]
+        count = min(len(background), int(round(self.background_ratio * len(refs))))
+        refs += [background[i] for i in sorted(rng.choice(len(background), count, replace=False))] if count else []
+        if not refs:
+            raise DatasetError(self.root / "annotations.csv", f"the {part} split holds no frames (an empty dataset)")
+        return refs
+
+    def training_boxes(self) -> np.ndarray:
+        """Training boxes ``(N, 4)`` xyxy in pixels of the letterboxed ``image_size`` images."""
+        ann = self.annotations
+        rows = []
+        for video, allowed in self.split["train"].items():
+            vid = ann.video_names.index(video)
+            mask = (ann.video_ids == vid) & np.isin(ann.frames, allowed)
+            info = ann.videos[video]
+            rows.append(ann.boxes[mask] * letterbox_scale(info.width, info.height, (self.image_size, self.image_size)))
+        return np.concatenate(rows) if rows else np.zeros((0, 4), np.float32)
+
+    def anchor_fit(self, k: int) -> AnchorFit:
+        """k-means (1 − IoU) fit of ``k`` anchors on the training boxes, with its quality."""
+        if k not in self._anchor_fits:
+            self._anchor_fits[k] = kmeans_anchors(self.training_boxes(), k, seed=self.seed)
+            fit = self._anchor_fits[k]
+            logger.info("%d anchors: mean best IoU %.3f, best-possible recall %.3f", k, fit.mean_iou, fit.best_possible_recall)
+        return self._anchor_fits[k]
+
+    def anchors(self, k: int) -> list[list[float]]:
+        """``k`` anchors ``[[w, h], ...]`` in pixels at ``image_size``, ascending by area."""
+        return self.anchor_fit(k).anchors.round(2).tolist()
+
+    def top_classes(self, k: int) -> list[int]:
+        """The ``k`` classes with the most training clips (action instances), most first."""
+        train_videos = [v for v, frames in self.split["train"].items() if len(frames)]
+        return self.annotations.subset(train_videos).top_k_classes(k) if self.split["train"] else []
+
+    # ------------------------------------------------------------------ datasets and loaders
+    def make_dataset(self, refs: list[FrameRef], train: bool) -> Dataset:
+        """Build the dataset of one split (subclasses choose frames or clips)."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the train and val datasets (val doubles as test unless ``splits.json`` says otherwise)."""
+        if "train" not in self.datasets:
+            self.datasets["train"] = self.make_dataset(self.frames_of("train"), train=True)
+            self.datasets["val"] = self.make_dataset(self.frames_of("val"), train=False)
+
+    def _sampler(self, dataset: FrameDataset) -> WeightedRandomSampler | None:
+        if self.balanced_sampling <= 0:
+            return None
+        counts = self.annotations.class_counts("frames").astype(np.float64)
+        weights = np.empty(len(dataset.items))
+        for i, ref in enumerate(dataset.items):
+            labels = self.annotations.targets(ref.video, ref.frame)[1]
+            weights[i] = counts[labels].min() ** -self.balanced_sampling if len(labels) else np.nan
+        weights[np.isnan(weights)] = np.nanmedian(weights) if np.isfinite(weights).any() else 1.0
+        generator = torch.Generator().manual_seed(self.seed)
+        return WeightedRandomSampler(torch.as_tensor(weights), len(weights), replacement=True, generator=generator)
+
+    def _loader(self, part: str, train: bool) -> DataLoader:
+        self.setup()
+        dataset = self.datasets[part]
+        sampler = self._sampler(dataset) if train else None
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate_frames,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def transform(self, train: bool) -> ClipTransform:
+        """Letterbox to ``image_size``; with training augmentation when ``train``."""
+        return ClipTransform(self.image_size, self.augment if train else None)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed}
+
+
+class FrameDataModule(VideoDataModule):
+    """Single frames with boxes for frame-level detectors. See ``VideoDataModule`` for the arguments.
+
+    Batches are dicts: ``images`` uint8 ``(B, 3, S, S)``, ``targets`` ``(M, 6)``
+    ``[image_index, class, x1, y1, x2, y2]`` in pixels, ``videos``, ``frames``.
+    """
+
+    def make_dataset(self, refs: list[FrameRef], train: bool) -> FrameDataset:
+        return FrameDataset(self.annotations, refs, self.image_size, self.transform(train), self.cache_dir, self.decode_threads)
+
+
+class ClipDataModule(VideoDataModule):
+    """Clips of ``clip_length`` frames ending at a labelled key frame (YOWO).
+
+    Batches are dicts: ``clips`` uint8 ``(B, T, 3, S, S)`` (key frame last), ``targets``
+    ``(M, 6)`` of the key frames, ``videos``, ``frames`` (key frames).
+
+    Args:
+        clip_length: frames per clip (16 in YOWO).
+        frame_stride: step between clip frames.
+        **kwargs: see ``VideoDataModule``; ``image_size`` defaults to 224 as in YOWO.
+    """
+
+    def __init__(self, root: str | Path, image_size: int = 224, clip_length: int = 16, frame_stride: int = 1, **kwargs: Any) -> None:
+        super().__init__(root, image_size=image_size, **kwargs)
+        self.clip_length = clip_length
+        self.frame_stride = frame_stride
+
+    def make_dataset(self, refs: list[FrameRef], train: bool) -> ClipDataset:
+        return ClipDataset(
+            self.annotations, refs, self.image_size, self.clip_length, self.frame_stride,
+            self.transform(train), self.cache_dir, self.decode_threads,
+        )
