@@ -133,8 +133,8 @@ class VideoDataModule(pl.LightningDataModule):
             background += [FrameRef(video, int(f)) for f in np.intersect1d(background_frames(self.annotations, video), allowed)]
         count = min(len(background), int(round(self.background_ratio * len(refs))))
         refs += [background[i] for i in sorted(rng.choice(len(background), count, replace=False))] if count else []
-        if not refs:
-            raise DatasetError(self.root / "annotations.csv", f"the {part} split holds no frames (an empty dataset)")
+        if not refs and (part == "train" or self.val_fraction > 0):
+            raise DatasetError(self.root / "annotations.csv", f"the {part} split holds no labelled frames (an empty dataset)")
         return refs
 
     def training_boxes(self) -> np.ndarray:

@@ -8,6 +8,7 @@ never pickled.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 from pathlib import Path
@@ -237,7 +238,7 @@ class CachedVideo(VideoSource):
         fill_window: frames decoded together on a miss (aligned to multiples of it).
     """
 
-    def __init__(self, source: VideoSource, cache_dir: str | Path, fill_window: int = 32) -> None:
+    def __init__(self, source: VideoSource, cache_dir: str | Path, fill_window: int = 64) -> None:
         super().__init__(source.path, source.size_request)
         self.source = source
         self.fill_window = max(1, fill_window)
@@ -270,14 +271,19 @@ class CachedVideo(VideoSource):
 
     def _decode(self, sorted_indices: np.ndarray) -> np.ndarray:
         frames, filled = self._open_cache()
-        missing = sorted_indices[filled[sorted_indices] == 0]
-        if missing.size:
-            starts = np.unique(missing // self.fill_window) * self.fill_window
-            window = (starts[:, None] + np.arange(self.fill_window)[None, :]).reshape(-1)
-            window = window[window < self.num_frames]
-            window = window[filled[window] == 0]
-            frames[window] = self.source.frames(window)
-            filled[window] = 1
+        if (filled[sorted_indices] == 0).any():
+            # One worker fills at a time, so two workers never decode the same window twice.
+            with open(self._paths()[1], "rb") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                missing = sorted_indices[filled[sorted_indices] == 0]
+                starts = np.unique(missing // self.fill_window) * self.fill_window
+                window = (starts[:, None] + np.arange(self.fill_window)[None, :]).reshape(-1)
+                window = window[window < self.num_frames]
+                window = window[filled[window] == 0]
+                if window.size:
+                    frames[window] = self.source.frames(window)
+                    filled[window] = 1
+                fcntl.flock(lock, fcntl.LOCK_UN)
         return np.asarray(frames[sorted_indices])
 
     def __getstate__(self) -> dict:

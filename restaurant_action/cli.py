@@ -1,0 +1,125 @@
+"""``restaurant-action``: data commands (synth, stats, anchors, import, evaluate).
+
+The CLI is the user-facing layer, so it writes its results to standard output; the library
+underneath only logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from restaurant_action.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 320x180, got {text!r}") from None
+    return width, height
+
+
+def _cmd_synth(args: argparse.Namespace) -> None:
+    from restaurant_action.data.stats import dataset_stats
+    from restaurant_action.data.synthetic import make_synthetic_dataset
+
+    annotations = make_synthetic_dataset(args.root, args.videos, args.frames, args.size, args.fps, args.seed, args.workers)
+    stats = dataset_stats(annotations)
+    sys.stdout.write(
+        f"wrote {stats.num_videos} videos ({stats.num_frames} frames, {stats.num_boxes} boxes, "
+        f"{stats.labelled_fraction:.1%} labelled) to {args.root}\n"
+    )
+
+
+def _cmd_stats(args: argparse.Namespace) -> None:
+    from restaurant_action.data.annotations import ActionAnnotations
+    from restaurant_action.data.stats import write_dataset_report
+
+    annotations = ActionAnnotations.load(args.root, strict=not args.lenient)
+    if not annotations.report.ok:
+        sys.stdout.write(annotations.report.summary() + "\n")
+    path = write_dataset_report(annotations, args.out or Path(args.root) / "report")
+    sys.stdout.write(path.read_text(encoding="utf-8") + f"\nreport written to {path}\n")
+
+
+def _cmd_anchors(args: argparse.Namespace) -> None:
+    from restaurant_action.data.datamodules import FrameDataModule
+
+    dm = FrameDataModule(args.root, image_size=args.image_size, seed=args.seed)
+    fit = dm.anchor_fit(args.k)
+    anchors = ", ".join(f"{w:.1f},{h:.1f}" for w, h in fit.anchors.tolist())
+    sys.stdout.write(
+        f"{args.k} anchors at {args.image_size}px (w,h): {anchors}\n"
+        f"mean best IoU {fit.mean_iou:.3f}, best-possible recall {fit.best_possible_recall:.3f}\n"
+    )
+
+
+def _cmd_import(args: argparse.Namespace) -> None:
+    from restaurant_action.data.importers import run_import
+
+    options = {key: value for key, value in vars(args).items() if key.startswith("opt_") and value is not None}
+    annotations = run_import(args.format, args.src, args.dst, **{k[4:]: v for k, v in options.items()})
+    sys.stdout.write(f"imported {len(annotations)} boxes in {len(annotations.videos)} videos, {annotations.num_classes} classes, to {args.dst}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``restaurant-action``."""
+    parser = argparse.ArgumentParser(prog="restaurant-action", description="Spatiotemporal action localization in video.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser("synth", help="generate the synthetic restaurant dataset")
+    synth.add_argument("root", type=Path)
+    synth.add_argument("--videos", type=int, default=8)
+    synth.add_argument("--frames", type=int, default=900, help="frames per video")
+    synth.add_argument("--size", type=_size, default=(320, 180), help="WxH, default 320x180")
+    synth.add_argument("--fps", type=int, default=30)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--workers", type=int, default=2, help="rendering processes")
+    synth.set_defaults(handler=_cmd_synth)
+
+    stats = commands.add_parser("stats", help="validate a dataset and write its report (class histogram, examples)")
+    stats.add_argument("root", type=Path)
+    stats.add_argument("--out", type=Path, default=None, help="report folder (default ROOT/report)")
+    stats.add_argument("--lenient", action="store_true", help="report bad rows and go on instead of stopping")
+    stats.set_defaults(handler=_cmd_stats)
+
+    anchors = commands.add_parser("anchors", help="k-means (1 - IoU) anchors on the training boxes")
+    anchors.add_argument("root", type=Path)
+    anchors.add_argument("-k", type=int, default=9)
+    anchors.add_argument("--image-size", type=int, default=320)
+    anchors.add_argument("--seed", type=int, default=0)
+    anchors.set_defaults(handler=_cmd_anchors)
+
+    imports = commands.add_parser("import", help="convert a dataset (yowo, ava, cvat) to the canonical layout")
+    imports.add_argument("format", choices=("yowo", "ava", "cvat"))
+    imports.add_argument("src", type=Path, help="yowo: dataset folder; ava: CSV file; cvat: XML file")
+    imports.add_argument("dst", type=Path)
+    imports.add_argument("--videos", dest="opt_videos_dir", type=Path, help="ava: folder of the videos")
+    imports.add_argument("--video", dest="opt_video_path", type=Path, help="cvat: the annotated video")
+    imports.add_argument("--label-map", dest="opt_classes", type=Path, help="ava: label map .pbtxt")
+    imports.add_argument("--fps", dest="opt_fps", type=float, help="ava: frame rate override")
+    imports.set_defaults(handler=_cmd_import)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``restaurant-action``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.handler(args)
+    except DatasetError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
