@@ -44,6 +44,7 @@ YOWO_NAME_SEPARATOR = "__"
 CVAT_SLASH_REPLACEMENT = " or "
 
 Box = tuple[float, float, float, float]
+_CLIPPED = f"box(es) crossing the frame border by more than {BORDER_TOLERANCE_PX:g} px were clipped to it"
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,8 @@ def import_yowo(src: str | Path, dst: str | Path, link: bool = True, track_iou: 
     dst = _prepare_destination(dst)
     sources = _yowo_videos(src / "rgb-images")
     classes = _yowo_classes(src, sorted({s.class_folder for s in sources.values()}))
-    clipped = _Tally("boxes crossing the frame border by more than 2 px were clipped to it")
-    mismatched = _Tally("boxes have a class other than their folder's (check the class list order)")
+    clipped = _Tally(_CLIPPED)
+    mismatched = _Tally("box(es) have a class other than their folder's (check the class list order)")
     rows = _yowo_rows(src / "labels", sources, classes, clipped, mismatched)
     splits = _yowo_splits(src, sources)
     videos: dict[str, VideoInfo] = {}
@@ -219,11 +220,8 @@ def _yowo_rows(
             raise DatasetError(path, "label file names must be 1-based frame numbers such as 00001.txt")
         frame = int(path.stem) - 1
         if not 0 <= frame < len(source.frames):
-            raise DatasetError(
-                path,
-                f"frame image rgb-images/{source.class_folder}/{video_dir.name}/{path.stem}.jpg not found "
-                f"(the folder holds frames 1..{len(source.frames)})",
-            )
+            image = f"rgb-images/{source.class_folder}/{video_dir.name}/{path.stem}{source.frames[0].suffix}"
+            raise DatasetError(path, f"frame image {image} not found (the folder holds frames 1..{len(source.frames)})")
         for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if not text.strip():
                 continue
@@ -498,7 +496,7 @@ def _ava_rows(
     """Keyframe timestamps to frames, normalised boxes to pixels, (person, action) pairs to tracks."""
     rows: list[_Row] = []
     seen: dict[tuple[str, int, int], int] = {}
-    clipped = _Tally("boxes crossing the frame border by more than 2 px were clipped to it")
+    clipped = _Tally(_CLIPPED)
     for record in records:
         info, line = videos[record.video], record.line
         if record.action_id not in class_index:
@@ -621,8 +619,8 @@ def import_cvat_video(xml_path: str | Path, video_path: str | Path, dst: str | P
 
 def _cvat_rows(path: Path, tracks: list[_CvatTrack], class_index: dict[str, int], video: str, source: VideoSource) -> list[_Row]:
     """One row per box of every track, boxes marked outside skipped and counted."""
-    outside = _Tally('CVAT boxes marked outside="1" (the action had ended) were skipped')
-    clipped = _Tally("boxes crossing the frame border by more than 2 px were clipped to it")
+    outside = _Tally('CVAT box(es) marked outside="1" (the action had ended) were skipped')
+    clipped = _Tally(_CLIPPED)
     rows: list[_Row] = []
     track_lines: dict[int, int] = {}
     for track in tracks:
@@ -683,7 +681,7 @@ def _parse_cvat_xml(path: Path) -> _CvatDocument:
     parser = xml.parsers.expat.ParserCreate()
     stack: list[str] = []
     name_text: list[str] | None = None
-    skipped = _Tally("CVAT annotations other than <track><box> (shapes, tags, other track shapes) were skipped")
+    skipped = _Tally("CVAT element(s) other than <track><box> (tags, polygons, points, …) were skipped")
 
     def start(tag: str, attributes: dict[str, str]) -> None:
         nonlocal name_text
