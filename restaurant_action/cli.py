@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("--video", dest="opt_video_path", type=Path, help="cvat: the annotated video")
     imports.add_argument("--label-map", dest="opt_classes", type=Path, help="ava: label map .pbtxt")
     imports.add_argument("--fps", dest="opt_fps", type=float, help="ava: frame rate override")
+    imports.add_argument("--time-offset", dest="opt_time_offset", type=float, help="ava: seconds at frame 0 (900 for clips cut at 15:00)")
+    imports.add_argument("--track-iou", dest="opt_track_iou", type=float, help="yowo: IoU that links boxes into tracks")
+    imports.add_argument("--copy", dest="opt_link", action="store_const", const=False, help="copy videos/frames instead of symlinking")
     imports.set_defaults(handler=_cmd_import)
     return parser
 
@@ -115,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.handler(args)
-    except DatasetError as error:
+    except (DatasetError, ValueError) as error:
         sys.stderr.write(f"error: {error}\n")
         return 2
     return 0
