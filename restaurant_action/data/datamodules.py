@@ -18,14 +18,14 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from restaurant_action.data.anchors import AnchorFit, kmeans_anchors
 from restaurant_action.data.annotations import ActionAnnotations
+from restaurant_action.data.clips import CLIP_PADDING, MAX_CLIP_FRAMES, MIN_CLIP_FRAMES, ActionClip, segment_clips, split_clips
 from restaurant_action.data.datasets import ClipDataset, FrameDataset, FrameRef, collate_frames, letterbox_scale
+from restaurant_action.data.sequences import SequenceDataLoader, SequenceDataset
 from restaurant_action.data.splits import block_split, read_video_split
 from restaurant_action.data.transforms import AugmentConfig, ClipTransform
 from restaurant_action.errors import DatasetError
 
 logger = logging.getLogger(__name__)
-
-CLIP_PADDING = 30
 
 
 def background_frames(annotations: ActionAnnotations, video: str, padding: int = CLIP_PADDING) -> np.ndarray:
@@ -253,3 +253,79 @@ class ClipDataModule(VideoDataModule):
             self.annotations, refs, self.image_size, self.clip_length, self.frame_stride,
             self.transform(train), self.cache_dir, self.decode_threads,
         )
+
+
+class SequenceDataModule(VideoDataModule):
+    """Ordered clip subsequences for recurrent models (ConvLSTM-YOLO), pinned to DDP ranks.
+
+    Videos are cut into action clips (``segment_clips``), 20% of the clips go to validation
+    (``split_clips``), and each rank plays its clips on ``lanes`` lanes, ``steps`` frames per
+    batch; see ``restaurant_action.data.sequences`` for the schedule and its guarantees.
+    Works with the plain ``Trainer(devices=N, strategy="ddp")``.
+
+    Batches are dicts: ``frames`` uint8 ``(B, T, 3, S, S)``, ``targets`` ``(M, 7)``
+    ``[lane, t, class, x1, y1, x2, y2]``, ``reset (B,)``, ``valid (B, T)``, ``clip_ids``,
+    ``frame_indices``, ``videos``, ``step``.
+
+    Args:
+        root: dataset folder.
+        image_size: square training size.
+        lanes: ``B``, sequences per rank and batch.
+        steps: ``T``, frames per step (the truncated-BPTT length).
+        frame_step: take every ``frame_step``-th frame (sparse frames).
+        max_gap, padding, min_clip_frames, max_clip_frames: clip segmentation.
+        **kwargs: ``num_workers``, ``val_fraction`` (of clips), ``seed``, ``augment``,
+            ``cache_dir``, ``decode_threads`` as for ``VideoDataModule``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int = 320,
+        lanes: int = 4,
+        steps: int = 8,
+        frame_step: int = 1,
+        max_gap: int = 15,
+        padding: int = CLIP_PADDING,
+        min_clip_frames: int = MIN_CLIP_FRAMES,
+        max_clip_frames: int = MAX_CLIP_FRAMES,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(root, image_size=image_size, batch_size=lanes, **kwargs)
+        self.lanes, self.steps, self.frame_step = lanes, steps, frame_step
+        self.clip_options = {"max_gap": max_gap, "padding": padding, "min_frames": min_clip_frames, "max_frames": max_clip_frames}
+
+    @cached_property
+    def clips(self) -> dict[str, list[ActionClip]]:
+        """``{"train": clips, "val": clips}``."""
+        clips = segment_clips(self.annotations, **self.clip_options)
+        if not clips:
+            raise DatasetError(self.root / "annotations.csv", "no labelled action to cut into clips (an empty dataset)")
+        train, val = split_clips(clips, self.val_fraction, self.seed)
+        return {"train": train, "val": val}
+
+    @cached_property
+    def split(self) -> dict[str, dict[str, np.ndarray]]:
+        """Frames covered by the clips of each part, per video."""
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for part, clips in self.clips.items():
+            frames: dict[str, list[np.ndarray]] = {}
+            for clip in clips:
+                frames.setdefault(clip.video, []).append(np.arange(clip.start, clip.end + 1))
+            out[part] = {video: np.unique(np.concatenate(chunks)) for video, chunks in frames.items()}
+        return out
+
+    def make_dataset(self, clips: list[ActionClip], train: bool) -> SequenceDataset:  # type: ignore[override]
+        return SequenceDataset(
+            self.annotations, clips, self.lanes, self.steps, self.frame_step, self.image_size,
+            self.transform(train), shuffle=train, seed=self.seed, cache_dir=self.cache_dir,
+            decode_threads=self.decode_threads,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if "train" not in self.datasets:
+            self.datasets = {part: self.make_dataset(clips, part == "train") for part, clips in self.clips.items()}
+
+    def _loader(self, part: str, train: bool) -> DataLoader:
+        self.setup()
+        return SequenceDataLoader(self.datasets[part], num_workers=self.num_workers)

@@ -111,6 +111,11 @@ class ClipTransform:
             self.compose.set_random_seed(int(seed) % 2**32)
             self._seeded_pid = os.getpid()
 
+    def seed_draw(self, seed: int) -> None:
+        """Fix the next random draw: the same seed gives the same augmentation (one clip, many calls)."""
+        self.compose.set_random_seed(seed)
+        self._seeded_pid = os.getpid()
+
     def __call__(self, frames: np.ndarray, boxes: np.ndarray, labels: np.ndarray, box_frames: np.ndarray) -> TransformedClip:
         """Transform one clip.
 
