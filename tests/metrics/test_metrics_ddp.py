@@ -1,0 +1,81 @@
+"""Real 2-process (gloo) sync of every metric: ranks' states concatenate/sum to the single-process result."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from metric_cases import random_case
+
+from restaurant_action.metrics import ClassificationAccuracy, FrameMAP, LocalizationRecall, VideoMAP
+
+WORLD_SIZE = 2
+
+
+def _assert_same(actual: dict, expected: dict, what: str) -> None:
+    assert actual.keys() == expected.keys(), what
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], equal_nan=True, msg=lambda m: f"{what} {key}: {m}")
+
+
+def _with_tracks(targets: list[dict]) -> list[dict]:
+    return [{**t, "tracks": torch.arange(len(t["labels"]))} for t in targets]
+
+
+def _worker(rank: int, init_file: str) -> None:
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        shares = [random_case(seed, num_frames=16, tied_scores=True, crowd=seed == 1) for seed in range(WORLD_SIZE)]
+        preds, targets = shares[rank]
+
+        for interpolation in ("voc", "coco101"):
+            distributed, single = FrameMAP(5, interpolation=interpolation), FrameMAP(5, interpolation=interpolation, sync_on_compute=False)
+            distributed.update(preds, targets)
+            for share_preds, share_targets in shares:  # ranks are concatenated in rank order
+                single.update(share_preds, share_targets)
+            _assert_same(distributed.compute(), single.compute(), f"FrameMAP {interpolation}")
+
+        # a rank that saw no frame at all (empty list states of every dtype and shape)
+        lonely, alone = FrameMAP(5), FrameMAP(5, sync_on_compute=False)
+        if rank == 0:
+            lonely.update(preds, targets)
+        alone.update(*shares[0])
+        _assert_same(lonely.compute(), alone.compute(), "FrameMAP with an idle rank")
+
+        for metric_class in (LocalizationRecall, ClassificationAccuracy):
+            distributed, single = metric_class(5), metric_class(5, sync_on_compute=False)
+            distributed.update(preds, targets)
+            for share in shares:
+                single.update(*share)
+            torch.testing.assert_close(distributed.compute(), single.compute(), equal_nan=True)
+        confusion = ClassificationAccuracy(5)
+        confusion.update(preds, targets)
+        expected = ClassificationAccuracy(5, sync_on_compute=False)
+        for share in shares:
+            expected.update(*share)
+        assert torch.equal(confusion.confusion_matrix(), expected.confusion_matrix())
+
+        frames = list(range(16))
+        distributed, single = VideoMAP(5), VideoMAP(5, sync_on_compute=False)
+        distributed.update(preds, _with_tracks(targets), [rank] * 16, frames)
+        for video, (share_preds, share_targets) in enumerate(shares):
+            single.update(share_preds, _with_tracks(share_targets), [video] * 16, frames)
+        _assert_same(distributed.compute(), single.compute(), "VideoMAP")
+        assert len(distributed.tubes()) == len(single.tubes())
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.ddp
+@pytest.mark.timeout(180)
+def test_two_process_gloo_sync_equals_single_process(tmp_path):
+    init_file = str(tmp_path / "rendezvous")
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    # fork: the children inherit the imported library (spawning re-imports Lightning, ~10 s each)
+    mp.start_processes(_worker, args=(init_file,), nprocs=WORLD_SIZE, join=True, start_method="fork")
