@@ -88,7 +88,7 @@ def rank_in_groups(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
     Returns:
         ``(N,)`` int64 ranks, 0 for each group's best.
     """
-    order = np.lexsort((np.arange(len(groups)), -scores.astype(np.float64), groups))
+    order = np.lexsort((-scores.astype(np.float64), groups))  # lexsort is stable
     sorted_groups = groups[order]
     new_group = np.r_[True, sorted_groups[1:] != sorted_groups[:-1]] if len(groups) else np.zeros(0, bool)
     group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(groups)), 0)) if len(groups) else np.zeros(0, np.int64)

@@ -262,16 +262,19 @@ class FrameMAP(CatStateMetric):
         frames = np.arange(len(det_counts), dtype=np.int64)
         det_group = np.repeat(frames, det_counts) * self.num_classes + labels
         gt_group = np.repeat(frames, gt_counts) * self.num_classes + gt_labels
-        rank = rank_in_groups(det_group, scores)
-        if self.max_detections is not None and len(rank) and rank.max() >= self.max_detections:
-            keep = rank < self.max_detections
-            boxes, labels, scores, det_group, rank = boxes[torch.from_numpy(keep)], labels[keep], scores[keep], det_group[keep], rank[keep]
+        if self.max_detections is not None and len(det_counts) and det_counts.max() > self.max_detections:
+            keep = rank_in_groups(det_group, scores) < self.max_detections
+            boxes, labels, scores, det_group = boxes[torch.from_numpy(keep)], labels[keep], scores[keep], det_group[keep]
         num_dets = len(labels)
         pair_det, pair_gt = pairs_with_equal_keys(det_group, gt_group)
         overlap = paired_box_iou(boxes[torch.from_numpy(pair_det)], gt_boxes[torch.from_numpy(pair_gt)])
         if self.interpolation == "coco101" and gt_ignore.any():
             crowd = gt_ignore[pair_gt]
             overlap[crowd] = paired_intersection_over_first(boxes[torch.from_numpy(pair_det[crowd])], gt_boxes[torch.from_numpy(pair_gt[crowd])])
+        # only detections with a candidate pair compete; their order inside the group is all matching needs
+        paired = pair_det[np.r_[True, pair_det[1:] != pair_det[:-1]]] if len(pair_det) else pair_det
+        rank = np.zeros(num_dets, np.int64)
+        rank[paired] = rank_in_groups(det_group[paired], scores[paired])
         status = np.zeros((len(self.iou_thresholds), num_dets), np.int8)
         for index, threshold in enumerate(self.iou_thresholds):
             if self.interpolation == "coco101":
@@ -285,7 +288,8 @@ class FrameMAP(CatStateMetric):
                 difficult[hit] = gt_ignore[claimed[hit]]
                 status[index, difficult] = -1
                 status[index, hit & ~difficult & first] = 1
-        order = np.lexsort((np.arange(num_dets), -scores, labels))
+        by_score = np.argsort(-scores, kind="stable")
+        order = by_score[np.argsort(labels[by_score].astype(np.int32), kind="stable")]
         labels_ranked = labels[order]
         return RankedDetections(
             labels=labels_ranked,

@@ -8,7 +8,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from metric_cases import random_case
 from torchmetrics.detection import MeanAveragePrecision
 
 from restaurant_action.metrics import FrameMAP
@@ -150,7 +149,7 @@ def voc_reference(preds, targets, num_classes, threshold=0.5):
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_voc_equals_independent_reference(seed):
+def test_voc_equals_independent_reference(seed, random_case):
     preds, targets = random_case(seed, tied_scores=seed % 2 == 0)
     if seed % 3 == 0:
         g = torch.Generator().manual_seed(seed)
@@ -179,7 +178,7 @@ def torchmetrics_ap(preds, targets, iou_thresholds=(0.5,), num_classes=5):
 
 
 @pytest.mark.parametrize("seed", range(30))
-def test_coco101_equals_torchmetrics(seed):
+def test_coco101_equals_torchmetrics(seed, random_case):
     preds, targets = random_case(seed, tied_scores=seed % 2 == 1, crowd=seed % 5 == 4)
     metric = FrameMAP(5, interpolation="coco101")
     for start in range(0, len(preds), 7):
@@ -191,7 +190,7 @@ def test_coco101_equals_torchmetrics(seed):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_coco101_equals_torchmetrics_over_several_thresholds(seed):
+def test_coco101_equals_torchmetrics_over_several_thresholds(seed, random_case):
     preds, targets = random_case(100 + seed)
     thresholds = [0.5, 0.75, 0.3]
     metric = FrameMAP(5, iou_thresholds=thresholds, interpolation="coco101")
@@ -253,7 +252,7 @@ def test_precision_recall_curves_match_the_ranking():
     assert len(curves[1][0]) == 0
 
 
-def test_merged_states_equal_one_metric_fed_everything():
+def test_merged_states_equal_one_metric_fed_everything(random_case):
     preds, targets = random_case(3, tied_scores=True)
     for interpolation in ("voc", "coco101"):
         first, second, whole = (FrameMAP(5, interpolation=interpolation) for _ in range(3))

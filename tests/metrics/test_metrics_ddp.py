@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from metric_cases import random_case
 
 from restaurant_action.metrics import ClassificationAccuracy, FrameMAP, LocalizationRecall, VideoMAP
 
@@ -26,7 +25,7 @@ def _with_tracks(targets: list[dict]) -> list[dict]:
     return [{**t, "tracks": torch.arange(len(t["labels"]))} for t in targets]
 
 
-def _worker(rank: int, init_file: str) -> None:
+def _worker(rank: int, init_file: str, random_case) -> None:
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
@@ -74,8 +73,8 @@ def _worker(rank: int, init_file: str) -> None:
 
 @pytest.mark.ddp
 @pytest.mark.timeout(180)
-def test_two_process_gloo_sync_equals_single_process(tmp_path):
+def test_two_process_gloo_sync_equals_single_process(tmp_path, random_case):
     init_file = str(tmp_path / "rendezvous")
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     # fork: the children inherit the imported library (spawning re-imports Lightning, ~10 s each)
-    mp.start_processes(_worker, args=(init_file,), nprocs=WORLD_SIZE, join=True, start_method="fork")
+    mp.start_processes(_worker, args=(init_file, random_case), nprocs=WORLD_SIZE, join=True, start_method="fork")

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from metric_cases import random_case
 
 from restaurant_action.metrics import ClassificationAccuracy, LocalizationRecall
 
@@ -38,7 +37,7 @@ def yowo_reference(preds, targets, score_threshold=0.005, iou_threshold=0.5):
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_equal_to_yowo_loop(seed):
+def test_equal_to_yowo_loop(seed, random_case):
     preds, targets = random_case(seed, num_frames=30, max_dets=10, tied_scores=seed % 2 == 0)
     recall, accuracy = LocalizationRecall(5), ClassificationAccuracy(5)
     for start in range(0, 30, 8):

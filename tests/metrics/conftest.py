@@ -1,11 +1,15 @@
-"""Random detection cases shared by the metric tests (and the DDP child processes)."""
+"""Fixtures of the metric tests: random per-frame detection cases."""
 
 from __future__ import annotations
 
+from typing import Callable
+
+import pytest
 import torch
 
 
-def random_case(
+
+def _random_case(
     seed: int,
     num_frames: int = 24,
     num_classes: int = 5,
@@ -51,3 +55,9 @@ def random_case(
         preds.append({"boxes": det_boxes, "scores": scores, "labels": det_labels})
         targets.append(target)
     return preds, targets
+
+
+@pytest.fixture()
+def random_case() -> Callable[..., tuple[list[dict], list[dict]]]:
+    """``random_case(seed, ...)`` builds per-frame preds/targets (see ``_random_case``)."""
+    return _random_case
