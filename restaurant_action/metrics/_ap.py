@@ -99,3 +99,10 @@ def best_f1_point(tp: np.ndarray, fp: np.ndarray, scores: np.ndarray, num_positi
     f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
     best = int(np.argmax(f1))
     return float(precision[best]), float(recall[best]), float(f1[best]), float(thresholds[best])
+
+
+def mean_ignoring_nan(values: np.ndarray) -> float:
+    """Mean of the non-NaN entries (classes without ground truth are NaN); NaN when there are none."""
+    values = np.asarray(values, np.float64)
+    kept = values[~np.isnan(values)]
+    return float(kept.mean()) if kept.size else float("nan")

@@ -13,8 +13,6 @@ Exact definitions (what counts as a hit, which frames count, how top-k is chosen
 
 from __future__ import annotations
 
-import logging
-import math
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
@@ -22,7 +20,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from restaurant_action.metrics._ap import best_f1_point, coco101_average_precision, operating_point, precision_recall, voc_average_precision
+from restaurant_action.metrics._ap import (
+    best_f1_point,
+    coco101_average_precision,
+    mean_ignoring_nan,
+    operating_point,
+    precision_recall,
+    voc_average_precision,
+)
 from restaurant_action.metrics._inputs import CatStateMetric, check_batch, flatten_detections, flatten_targets, synced
 from restaurant_action.metrics._matching import (
     best_overlap_match,
@@ -32,8 +37,6 @@ from restaurant_action.metrics._matching import (
     pairs_with_equal_keys,
     rank_in_groups,
 )
-
-logger = logging.getLogger(__name__)
 
 Interpolation = Literal["voc", "coco101"]
 INTERPOLATIONS = ("voc", "coco101")
@@ -209,23 +212,23 @@ class FrameMAP(CatStateMetric):
                 per_class["best_f1_score_threshold"][label],
             ) = best_f1_point(tp, fp, scores, positives)
         has_truth = ranked.num_positives > 0
-        result: dict[str, Any] = {"map": _mean(average_precision[:, has_truth])}
+        result: dict[str, Any] = {"map": mean_ignoring_nan(average_precision[:, has_truth])}
         for index, threshold in enumerate(self.iou_thresholds):
-            result[f"map_{threshold_key(threshold)}"] = _mean(average_precision[index])
+            result[f"map_{threshold_key(threshold)}"] = mean_ignoring_nan(average_precision[index])
         ap_per_class = average_precision.mean(0)
         result["ap_per_class"] = ap_per_class
         for index, threshold in enumerate(self.iou_thresholds):
             result[f"ap_per_class_{threshold_key(threshold)}"] = average_precision[index]
         for name in ("precision", "recall", "best_f1", "best_f1_precision", "best_f1_recall"):
-            result[name] = _mean(per_class[name])
+            result[name] = mean_ignoring_nan(per_class[name])
         for name, values in per_class.items():
             result[f"{name}_per_class"] = values
         ranking = self.class_ranking if self.class_ranking is not None else _rank_by_count(ranked.num_positives)
         for k in self.top_k:
             top = np.asarray(ranking[:k], np.int64)
-            result[f"map_top{k}"] = _mean(ap_per_class[top])
+            result[f"map_top{k}"] = mean_ignoring_nan(ap_per_class[top])
             for name in ("precision", "recall", "best_f1", "best_f1_precision", "best_f1_recall"):
-                result[f"{name}_top{k}"] = _mean(per_class[name][top])
+                result[f"{name}_top{k}"] = mean_ignoring_nan(per_class[name][top])
         result["num_ground_truths_per_class"] = ranked.num_positives
         result["num_detections_per_class"] = np.diff(ranked.class_bounds)
         return {key: torch.as_tensor(np.asarray(value), dtype=torch.float32) for key, value in result.items()}
@@ -289,7 +292,9 @@ class FrameMAP(CatStateMetric):
                 status[index, difficult] = -1
                 status[index, hit & ~difficult & first] = 1
         by_score = np.argsort(-scores, kind="stable")
-        order = by_score[np.argsort(labels[by_score].astype(np.int32), kind="stable")]
+        # numpy's stable sort is a radix sort for 16-bit integers
+        class_dtype = np.int16 if self.num_classes <= np.iinfo(np.int16).max else np.int64
+        order = by_score[np.argsort(labels[by_score].astype(class_dtype), kind="stable")]
         labels_ranked = labels[order]
         return RankedDetections(
             labels=labels_ranked,
@@ -315,10 +320,3 @@ def _check_ranking(class_ranking: Sequence[int] | None, num_classes: int) -> lis
 def _rank_by_count(counts: np.ndarray) -> list[int]:
     """Classes with ground truth, most first, ties by lower id."""
     return sorted(np.flatnonzero(counts > 0).tolist(), key=lambda c: (-int(counts[c]), c))
-
-
-def _mean(values: np.ndarray) -> float:
-    """Mean of the finite entries; NaN when there are none."""
-    values = np.asarray(values, np.float64)
-    finite = values[~np.isnan(values)]
-    return float(finite.mean()) if finite.size else math.nan

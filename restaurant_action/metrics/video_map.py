@@ -36,10 +36,10 @@ from torch import Tensor
 from torchvision.ops import box_iou
 
 from restaurant_action.data.annotations import DEFAULT_MAX_GAP
-from restaurant_action.metrics._ap import voc_average_precision
+from restaurant_action.metrics._ap import mean_ignoring_nan, voc_average_precision
 from restaurant_action.metrics._inputs import CatStateMetric, check_batch, flatten_detections, flatten_targets, synced
 from restaurant_action.metrics._matching import greedy_match, paired_box_iou, pairs_with_equal_keys, rank_in_groups
-from restaurant_action.metrics.frame_map import _mean, threshold_key
+from restaurant_action.metrics.frame_map import threshold_key
 
 DEFAULT_LINK_IOU = 0.3
 DEFAULT_VIDEO_IOU_THRESHOLDS = (0.1, 0.2, 0.5)
@@ -234,9 +234,9 @@ class VideoMAP(CatStateMetric):
             for label in np.flatnonzero(positives).tolist():
                 ranked_hits = hit[bounds[label] : bounds[label + 1]]
                 average_precision[index, label] = voc_average_precision(ranked_hits, ~ranked_hits, int(positives[label]))
-        result: dict[str, Any] = {"map": _mean(average_precision)}
+        result: dict[str, Any] = {"map": mean_ignoring_nan(average_precision)}
         for index, threshold in enumerate(self.iou_thresholds):
-            result[f"map_{threshold_key(threshold)}"] = _mean(average_precision[index])
+            result[f"map_{threshold_key(threshold)}"] = mean_ignoring_nan(average_precision[index])
         result["ap_per_class"] = average_precision.mean(0)
         for index, threshold in enumerate(self.iou_thresholds):
             result[f"ap_per_class_{threshold_key(threshold)}"] = average_precision[index]
