@@ -7,7 +7,7 @@ At ``width=1.0, depth=1.0`` the layers are those of darknet's ``yolov3.cfg``, so
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -148,16 +148,18 @@ class YOLOv3(nn.Module):
             for channels, stride in zip((c128, c256, c512), self.strides)
         ])
 
-    def forward_features(self, images: Tensor) -> list[Tensor]:
+    def forward_features(self, images: Tensor, backbone_hook: Callable[[list[Tensor]], list[Tensor]] | None = None) -> list[Tensor]:
         """The detection blocks' outputs, the heads' inputs, at strides 8, 16, 32:
         ``(B, 3, H, W) -> [(B, 128w, H/8, W/8), (B, 256w, H/16, W/16), (B, 512w, H/32, W/32)]``.
+        ``backbone_hook``, if given, maps the backbone's three outputs before the neck uses them
+        (ConvLSTM-YOLO's ``placement="neck"``).
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
         height, width = images.shape[-2:]
         if height % 32 or width % 32:
             raise ValueError(f"image size {height}x{width} is not a multiple of 32; resize or pad the input")
-        c3, c4, c5 = self.backbone(images)
+        c3, c4, c5 = self.backbone(images) if backbone_hook is None else backbone_hook(list(self.backbone(images)))
         x5 = self.blocks[2](c5)
         # yolov3.cfg's [route] layers=-1,61: the upsampled map comes before the backbone's.
         x4 = self.blocks[1](torch.cat([F.interpolate(self.laterals[1](x5), scale_factor=2.0), c4], dim=1))

@@ -1,0 +1,183 @@
+"""ConvLSTMYOLOModule: truncated backpropagation through time over ``SequenceDataModule`` steps."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from restaurant_action.lightning._detection import DetectionModule
+from restaurant_action.models.losses import yolov3_loss
+from restaurant_action.models.postprocess import postprocess_detections
+from restaurant_action.models.recurrent_yolo import ConvLSTMYOLO, RecurrentState
+from restaurant_action.models.yolov3 import COCO_ANCHORS
+
+logger = logging.getLogger(__name__)
+
+
+def sequence_targets_to_frames(targets: Tensor, steps: int) -> Tensor:
+    """``(M, 7)`` ``[lane, t, class, x1, y1, x2, y2]`` → ``(M, 6)`` ``[lane·T + t, class, x1, y1, x2, y2]``."""
+    return torch.cat([(targets[:, :1] * steps + targets[:, 1:2]), targets[:, 2:]], 1)
+
+
+def yolov3_weights_from_checkpoint(path: str | Path) -> dict[str, Tensor]:
+    """The ``YOLOv3`` state dict inside a ``YOLOv3Module`` checkpoint (keys ``network.*``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: YOLOv3 checkpoint not found")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    weights = {k[len("network."):]: v for k, v in state.items() if k.startswith("network.")}
+    if not weights:
+        raise ValueError(f"{path}: no 'network.*' weights: not a YOLOv3Module checkpoint")
+    return weights
+
+
+class ConvLSTMYOLOModule(DetectionModule):
+    """ConvLSTM-YOLO trained on ordered clips with the LSTM state carried across steps.
+
+    Each training step is one ``SequenceDataModule`` batch (``B`` lanes × ``T`` frames): the
+    state of lanes with ``reset`` is zeroed, the network runs the ``T`` frames, the loss is the
+    YOLOv3 loss averaged over the valid frames, and the state is kept, detached, for the next
+    step (truncated BPTT of length ``T``). Validation plays the validation clips in order with
+    their own carried state.
+
+    Args:
+        num_classes: number of action classes.
+        anchors: ``(9, 2)`` anchors in pixels (``dm.anchors(9)``); ``None``: COCO's.
+        width, depth: YOLOv3 multipliers (must match a ported checkpoint).
+        yolov3_checkpoint: a ``YOLOv3Module`` checkpoint whose network is ported (the
+            ConvLSTMs start as the identity, so the model starts as that YOLOv3).
+        placement, hidden_ratio, kernel_size, num_layers, lstm_dropout, norm: ``ConvLSTMYOLO`` options.
+        freeze_ported_epochs: train only the ConvLSTMs for this many epochs (ported weights
+            get no update and their BatchNorm statistics stay fixed).
+        box_gain, obj_gain, cls_gain, anchor_iou_threshold: YOLOv3 loss settings.
+        **kwargs: see ``DetectionModule``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        anchors: Sequence[Sequence[float]] | None = None,
+        width: float = 1.0,
+        depth: float = 1.0,
+        yolov3_checkpoint: str | None = None,
+        placement: str = "head",
+        hidden_ratio: float = 0.25,
+        kernel_size: int = 3,
+        num_layers: int = 1,
+        lstm_dropout: float = 0.0,
+        norm: str | None = None,
+        freeze_ported_epochs: int = 0,
+        box_gain: float = 0.05,
+        obj_gain: float = 1.0,
+        cls_gain: float = 0.5,
+        anchor_iou_threshold: float = 0.2,
+        class_names: Sequence[str] | None = None,
+        class_ranking: Sequence[int] | None = None,
+        optimizer: str = "sgd",
+        lr: float = 0.01,
+        momentum: float = 0.937,
+        weight_decay: float = 5e-4,
+        warmup_fraction: float = 0.05,
+        final_lr_fraction: float = 0.01,
+        ema_decay: float = 0.0,
+        gradient_clip_norm: float = 10.0,
+        score_threshold: float = 0.005,
+        nms_iou: float = 0.45,
+        max_detections: int = 100,
+    ) -> None:
+        super().__init__(
+            num_classes, class_names, class_ranking, optimizer, lr, momentum, weight_decay, warmup_fraction,
+            final_lr_fraction, ema_decay, gradient_clip_norm, score_threshold, nms_iou, max_detections,
+        )
+        self.network = ConvLSTMYOLO(
+            num_classes, anchors if anchors is not None else COCO_ANCHORS, width, depth, placement, hidden_ratio,
+            kernel_size, num_layers, lstm_dropout, norm,
+        )
+        if yolov3_checkpoint:
+            self.network.load_yolov3(yolov3_weights_from_checkpoint(yolov3_checkpoint))
+        self._state: dict[str, RecurrentState | None] = {"train": None, "val": None, "test": None}
+
+    def forward(self, frames: Tensor, state: RecurrentState | None = None) -> tuple[list[Tensor], RecurrentState]:
+        """``frames (B, T, 3, H, W)`` uint8 or float → (outputs of the ``B·T`` frames per scale, state)."""
+        return self.network(self.images_to_float(frames), state)
+
+    def _run(self, batch: Mapping[str, Any], stage: str) -> list[Tensor]:
+        """Run one step with the stage's carried state (reset where a clip starts), keep it detached."""
+        state = self.network.reset_state(self._state[stage], batch["reset"])
+        outputs, state = self(batch["frames"], state)
+        self._state[stage] = self.network.detach_state(state)
+        return outputs
+
+    # ------------------------------------------------------------------ training
+    def on_train_epoch_start(self) -> None:
+        self._state["train"] = None
+        frozen = self.current_epoch < self.hparams.freeze_ported_epochs
+        for module in self.network.yolo.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.train(not frozen)
+
+    def on_after_backward(self) -> None:
+        """While the ported layers are frozen, drop their gradients (the optimizer then skips them)."""
+        if self.current_epoch < self.hparams.freeze_ported_epochs:
+            for parameter in self.network.ported_parameters():
+                parameter.grad = None
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        outputs = self._run(batch, "train")
+        steps = batch["frames"].shape[1]
+        hp = self.hparams
+        per_frame, parts = yolov3_loss(
+            outputs, sequence_targets_to_frames(batch["targets"], steps), self.network.anchors, self.network.strides,
+            anchor_iou_threshold=hp.anchor_iou_threshold, box_gain=hp.box_gain, obj_gain=hp.obj_gain, cls_gain=hp.cls_gain,
+        )
+        valid = batch["valid"].flatten().to(per_frame.dtype)
+        # A step of padding only still backpropagates (zero), so DDP ranks stay in step.
+        loss = (per_frame * valid).sum() / valid.sum().clamp(min=1)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/valid_frames", valid.sum())
+        self.log_dict({f"train/{k}": (v * valid).sum() / valid.sum().clamp(min=1) for k, v in parts.items()})
+        return loss
+
+    # ------------------------------------------------------------------ evaluation
+    def on_validation_epoch_start(self) -> None:
+        self._state["val"] = None
+
+    def on_test_epoch_start(self) -> None:
+        self._state["test"] = None
+
+    def _evaluate_step(self, batch: Mapping[str, Any], stage: str) -> None:
+        outputs = self._run(batch, stage)
+        valid = batch["valid"].flatten()
+        if not valid.any():
+            return
+        detections = self.decode(outputs)
+        steps = batch["frames"].shape[1]
+        frame_targets = sequence_targets_to_frames(batch["targets"], steps)
+        index = frame_targets[:, 0].long()
+        targets = [{"boxes": frame_targets[index == i, 2:6], "labels": frame_targets[index == i, 1].long()} for i in range(len(valid))]
+        keep = valid.nonzero().flatten().tolist()
+        metric = self.val_map if stage == "val" else self.test_map
+        metric.update([detections[i] for i in keep], [targets[i] for i in keep])
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._evaluate_step(batch, "val")
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._evaluate_step(batch, "test")
+
+    def decode(self, outputs: Sequence[Tensor]) -> list[dict[str, Tensor]]:
+        """Detections per frame from raw outputs (threshold, class-aware NMS)."""
+        hp = self.hparams
+        return postprocess_detections(
+            outputs, self.network.anchors, self.network.strides, score_threshold=hp.score_threshold,
+            iou_threshold=hp.nms_iou, max_detections=hp.max_detections,
+        )
+
+    def detect(self, batch: Mapping[str, Any]) -> list[dict[str, Tensor]]:
+        """Detections of every frame of a sequence step (state carried as in validation)."""
+        return self.decode(self._run(batch, "test"))

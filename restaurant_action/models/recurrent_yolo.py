@@ -1,0 +1,139 @@
+"""ConvLSTM-YOLO: YOLOv3 with a ConvLSTM in each detection head, carried over ordered clips.
+
+Each of the three heads becomes ``final(f + project(ConvLSTM(f)))`` where ``f`` is the head's
+3×3 feature map (the study's placement: before the final 1×1 conv). ``project`` is a 1×1 conv
+initialised to zero, so an untrained ConvLSTM-YOLO ported from a YOLOv3 gives exactly that
+YOLOv3's outputs and training starts from its mAP rather than from noise; the LSTM's
+contribution grows from there. ``placement="neck"`` puts the cells on the backbone's stride-8/16/32
+outputs instead ("earlier in the network", as the study proposed).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from restaurant_action.models.convlstm import ConvLSTM, ConvLSTMState
+from restaurant_action.models.yolov3 import YOLOv3
+
+PLACEMENTS = ("head", "neck")
+RecurrentState = list[ConvLSTMState | None]
+
+
+class ResidualConvLSTM(nn.Module):
+    """``x + project(ConvLSTM(x))`` with ``project`` zero-initialised: the identity at start.
+
+    Args:
+        channels: channels of ``x``.
+        hidden_channels: ConvLSTM hidden channels.
+        kernel_size, num_layers, dropout, norm: ConvLSTM options.
+    """
+
+    def __init__(self, channels: int, hidden_channels: int, kernel_size: int = 3, num_layers: int = 1,
+                 dropout: float = 0.0, norm: str | None = None) -> None:
+        super().__init__()
+        self.lstm = ConvLSTM(channels, hidden_channels, kernel_size, num_layers=num_layers, dropout=dropout, norm=norm)
+        self.project = nn.Conv2d(hidden_channels, channels, 1)
+        nn.init.zeros_(self.project.weight)
+        nn.init.zeros_(self.project.bias)
+
+    def forward(self, x: Tensor, state: ConvLSTMState | None) -> tuple[Tensor, ConvLSTMState]:
+        """``x (B, T, C, H, W)`` → ``(x + project(h) (B, T, C, H, W), state)``."""
+        hidden, state = self.lstm(x, state)
+        return x + self.project(hidden.flatten(0, 1)).unflatten(0, x.shape[:2]), state
+
+
+class ConvLSTMYOLO(nn.Module):
+    """YOLOv3 with residual ConvLSTMs, over sequences of frames.
+
+    ``forward(frames (B, T, 3, H, W), state) -> (outputs, state)`` where ``outputs`` are the
+    YOLOv3 outputs of all ``B·T`` frames, ``(B·T, A, H/s, W/s, 5 + C)`` per scale, frame ``b·T + t``
+    being lane ``b`` at step ``t``. Layers outside the LSTMs see the ``B·T`` frames as one batch;
+    the LSTMs see ``B`` sequences.
+
+    Args:
+        num_classes, anchors, width, depth: as for ``YOLOv3``.
+        placement: ``"head"`` (before each head's final 1×1 conv) or ``"neck"`` (on the
+            backbone's three outputs).
+        hidden_ratio: ConvLSTM hidden channels as a fraction of the channels it sits on.
+        kernel_size, num_layers, dropout, norm: ConvLSTM options.
+    """
+
+    def __init__(self, num_classes: int, anchors: Tensor | Sequence[Sequence[float]], width: float = 1.0, depth: float = 1.0,
+                 placement: str = "head", hidden_ratio: float = 0.25, kernel_size: int = 3, num_layers: int = 1,
+                 dropout: float = 0.0, norm: str | None = None) -> None:
+        super().__init__()
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+        self.placement = placement
+        self.yolo = YOLOv3(num_classes, anchors, width, depth)
+        channels = [head.final.in_channels for head in self.yolo.heads] if placement == "head" else list(self.yolo.backbone.out_channels)
+        self.recurrent = nn.ModuleList(
+            ResidualConvLSTM(c, max(8, int(round(c * hidden_ratio))), kernel_size, num_layers, dropout, norm) for c in channels
+        )
+
+    @property
+    def anchors(self) -> Tensor:
+        """``(9, 2)`` anchors in pixels, as ``YOLOv3.anchors``."""
+        return self.yolo.anchors
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """Strides of the outputs."""
+        return self.yolo.strides
+
+    def forward(self, frames: Tensor, state: RecurrentState | None = None) -> tuple[list[Tensor], RecurrentState]:
+        if frames.ndim != 5:
+            raise ValueError(f"expected frames of shape (B, T, 3, H, W), got {tuple(frames.shape)}")
+        batch, steps = frames.shape[:2]
+        state = state if state is not None else [None] * len(self.recurrent)
+        new_state: RecurrentState = []
+
+        def recur(level: int, x: Tensor) -> Tensor:
+            y, level_state = self.recurrent[level](x.unflatten(0, (batch, steps)), state[level])
+            new_state.append(level_state)
+            return y.flatten(0, 1)
+
+        images = frames.flatten(0, 1)
+        if self.placement == "head":
+            features = self.yolo.forward_features(images)
+            outputs = [head.predict(recur(k, head.features(f))) for k, (head, f) in enumerate(zip(self.yolo.heads, features))]
+        else:
+            features = self.yolo.forward_features(images, backbone_hook=lambda maps: [recur(k, m) for k, m in enumerate(maps)])
+            outputs = [head(f) for head, f in zip(self.yolo.heads, features)]
+        return outputs, new_state
+
+    def reset_state(self, state: RecurrentState | None, mask: Tensor) -> RecurrentState | None:
+        """Zero the lanes where ``mask (B,)`` is true (a new clip starts there)."""
+        if state is None:
+            return None
+        return [module.lstm.reset_state(level, mask) for module, level in zip(self.recurrent, state)]
+
+    def detach_state(self, state: RecurrentState | None) -> RecurrentState | None:
+        """Cut the graph through the state (truncated backpropagation through time)."""
+        if state is None:
+            return None
+        return [module.lstm.detach_state(level) for module, level in zip(self.recurrent, state)]
+
+    def load_yolov3(self, yolo_state: dict[str, Tensor]) -> None:
+        """Port a YOLOv3's weights (a ``YOLOv3.state_dict()``); the ConvLSTMs keep their initialisation.
+
+        Raises:
+            ValueError: the state does not fit (other width, depth or class count), naming the key.
+        """
+        own = self.yolo.state_dict()
+        for key, value in yolo_state.items():
+            if key not in own:
+                raise ValueError(f"YOLOv3 weight {key!r} has no place in this ConvLSTM-YOLO")
+            if own[key].shape != value.shape:
+                raise ValueError(f"YOLOv3 weight {key!r} has shape {tuple(value.shape)}, this model needs {tuple(own[key].shape)}")
+        missing = sorted(set(own) - set(yolo_state))
+        if missing:
+            raise ValueError(f"the YOLOv3 weights lack {len(missing)} tensors, e.g. {missing[0]!r}")
+        self.yolo.load_state_dict(yolo_state)
+
+    def ported_parameters(self) -> list[nn.Parameter]:
+        """Parameters that come from YOLOv3 (frozen during the first epochs, optionally)."""
+        return list(self.yolo.parameters())
