@@ -1,0 +1,105 @@
+"""Forward + backward time of the fused ConvLSTM against the per-gate reference of equation 1.
+
+At a YOLO-head-like size (default B=4, T=8, 128 → 128 channels, 3×3 kernels, 20×20 and 40×40
+grids), with the same weights, on the CPU, three ways:
+
+  (r) reference: ``_convlstm_reference.ReferenceConvLSTM``, one ``nn.Conv2d`` per term of
+      equation 1 (11 per step), state starting as zeros
+  (c) fused cell stepped frame by frame: ``ConvLSTMCell`` (one conv over ``cat(X, H)``, one
+      i/f peephole conv, one o peephole conv per step)
+  (f) fused ``ConvLSTM``: the X part of all T frames in one batched conv before the time loop
+
+Each run is the forward pass, a loss on every output and the backward pass to the input and the
+weights. After one warm-up each, the variants run round-robin ``--repeats`` times (so that load
+from other processes hits all of them alike); prints a Markdown table of the median wall-clock
+and process CPU seconds and the speed-ups over the reference. On a shared machine the CPU time
+of a one-thread run (``--threads 1``) is the steadiest measure of the work done. The goal is
+(r)/(f) ≥ 2. The outputs of the three are checked to agree.
+
+Run: ``.venv/bin/python benchmarks/convlstm.py [--batch 4 --steps 8 --channels 128 --sizes 20 40 --threads 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from restaurant_action.models._convlstm_reference import ReferenceConvLSTM
+from restaurant_action.models.convlstm import ConvLSTM
+
+
+def _stepped_cell(lstm: ConvLSTM) -> Callable[[Tensor], Tensor]:
+    """``x (B, T, C, H, W) -> (B, T, hidden, H, W)`` by calling the first layer's cell once per frame."""
+    cell = lstm.cells[0]
+
+    def run(x: Tensor) -> Tensor:
+        state = None
+        outputs = []
+        for t in range(x.shape[1]):
+            h, state = cell(x[:, t], state)
+            outputs.append(h)
+        return torch.stack(outputs, dim=1)
+
+    return run
+
+
+def _forward_backward(run: Callable[[Tensor], Tensor], x: Tensor) -> tuple[float, float, Tensor]:
+    """Wall-clock and process CPU seconds of one forward + backward pass, and the output."""
+    x.grad = None
+    wall, cpu = time.perf_counter(), time.process_time()
+    y = run(x)
+    y.square().mean().backward()
+    return time.perf_counter() - wall, time.process_time() - cpu, y.detach()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--channels", type=int, default=128, help="input and hidden channels")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[20, 40], help="grid sizes (square)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    torch.manual_seed(0)
+    lstm = ConvLSTM(args.channels, args.channels)
+    reference = ReferenceConvLSTM.from_fused(lstm)
+    variants = {
+        "(r) per-gate reference": lambda x: reference(x)[0],
+        "(c) fused cell, stepped": _stepped_cell(lstm),
+        "(f) fused ConvLSTM": lambda x: lstm(x)[0],
+    }
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch} T={args.steps} "
+          f"C={args.channels}→{args.channels} k=3, forward+backward, median of {args.repeats} interleaved runs")
+    print("| grid | variant | wall s | CPU s | speed-up (wall) | speed-up (CPU) |")
+    print("|---|---|---|---|---|---|")
+    for size in args.sizes:
+        x = torch.randn(args.batch, args.steps, args.channels, size, size, requires_grad=True)
+        outputs = {name: _forward_backward(run, x)[2] for name, run in variants.items()}
+        walls: dict[str, list[float]] = {name: [] for name in variants}
+        cpus: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(args.repeats):  # round-robin, so that load from elsewhere hits every variant alike
+            for name, run in variants.items():
+                wall, cpu, _ = _forward_backward(run, x)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+        wall_baseline, cpu_baseline = (statistics.median(times[next(iter(variants))]) for times in (walls, cpus))
+        for name in variants:
+            wall, cpu = statistics.median(walls[name]), statistics.median(cpus[name])
+            print(f"| {size}×{size} | {name} | {wall:.2f} | {cpu:.2f} | {wall_baseline / wall:.2f}× "
+                  f"| {cpu_baseline / cpu:.2f}× |", flush=True)
+        reference_output = next(iter(outputs.values()))
+        for y in outputs.values():
+            torch.testing.assert_close(y, reference_output, atol=1e-4, rtol=1e-4)
+
+
+if __name__ == "__main__":
+    main()
