@@ -294,6 +294,12 @@ class SequenceDataModule(VideoDataModule):
         super().__init__(root, image_size=image_size, batch_size=lanes, **kwargs)
         self.lanes, self.steps, self.frame_step = lanes, steps, frame_step
         self.clip_options = {"max_gap": max_gap, "padding": padding, "min_frames": min_clip_frames, "max_frames": max_clip_frames}
+        # Lightning restores a stateful train loader itself only if the loader is created after
+        # the checkpoint is read; a configure_optimizers that asks for estimated_stepping_batches
+        # creates it before. The datamodule's own state, restored in every case, carries the
+        # position too.
+        self._resume_state: dict[str, int] | None = None
+        self._train_loader: SequenceDataLoader | None = None
 
     @cached_property
     def clips(self) -> dict[str, list[ActionClip]]:
@@ -328,4 +334,22 @@ class SequenceDataModule(VideoDataModule):
 
     def _loader(self, part: str, train: bool) -> DataLoader:
         self.setup()
-        return SequenceDataLoader(self.datasets[part], num_workers=self.num_workers)
+        loader = SequenceDataLoader(self.datasets[part], num_workers=self.num_workers)
+        if train:
+            if self._resume_state is not None:
+                loader.load_state_dict(self._resume_state)
+            self._train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position of the training loader inside its epoch (see ``SequenceDataLoader``)."""
+        state = super().state_dict()
+        if self._train_loader is not None:
+            state["train_loader"] = self._train_loader.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the training loader where the checkpoint left it."""
+        self._resume_state = state_dict.get("train_loader")
+        if self._train_loader is not None and self._resume_state is not None:
+            self._train_loader.load_state_dict(self._resume_state)

@@ -260,7 +260,8 @@ class SequenceSampler(DistributedSampler):
     """Yields this rank's ``StepKey``s in order; a ``DistributedSampler`` so Lightning keeps it under DDP.
 
     Rank and world size come from the initialised process group (or are 0 and 1). Lightning
-    calls ``set_epoch`` every epoch; ``start_step`` resumes inside an epoch.
+    calls ``set_epoch`` every epoch; ``resume_at(epoch, step)`` makes every iteration of that
+    epoch start at ``step`` (an iterator made and dropped before training cannot lose it).
     """
 
     def __init__(self, dataset: SequenceDataset, num_replicas: int | None = None, rank: int | None = None) -> None:
@@ -269,15 +270,25 @@ class SequenceSampler(DistributedSampler):
         rank = rank if rank is not None else own_rank
         super().__init__(dataset, num_replicas=world, rank=rank, shuffle=False, seed=dataset.seed, drop_last=False)
         self.sequence_dataset = dataset
-        self.start_step = 0
+        self.resume: tuple[int, int] | None = None
+
+    def resume_at(self, epoch: int, step: int) -> None:
+        """Start epoch ``epoch`` at ``step`` (the first ``step`` steps were trained already)."""
+        self.set_epoch(epoch)
+        self.resume = (epoch, step)
+
+    @property
+    def start_step(self) -> int:
+        """First step of the current epoch's iteration."""
+        return self.resume[1] if self.resume is not None and self.resume[0] == self.epoch else 0
 
     def __len__(self) -> int:
         return self.sequence_dataset.capacity(self.num_replicas)
 
     def __iter__(self) -> Iterator[StepKey]:  # type: ignore[override]
-        start, self.start_step = self.start_step, 0
-        for step in range(start, len(self)):
+        for step in range(self.start_step, len(self)):
             yield StepKey(self.epoch, self.rank, self.num_replicas, step)
+        self.resume = None
 
 
 class SequenceDataLoader(DataLoader):
@@ -285,10 +296,9 @@ class SequenceDataLoader(DataLoader):
 
     Lightning saves ``state_dict()`` of a stateful train loader with every checkpoint and
     restores it on resume; the restored loader continues at the next step of the same epoch.
-    Lightning fetches one batch ahead of the step it trains, which the count accounts for.
+    The count is of the batches handed to the training loop (Lightning 2.x asks for the batch
+    it trains, no further ahead, when it saves in ``on_train_batch_end``).
     """
-
-    PREFETCHED_BY_TRAINER = 1
 
     def __init__(self, dataset: SequenceDataset, num_workers: int = 0, **kwargs: Any) -> None:
         super().__init__(
@@ -296,21 +306,18 @@ class SequenceDataLoader(DataLoader):
             persistent_workers=False, **kwargs,
         )
         self._handed_out = 0
-        self._exhausted = False
 
     def __iter__(self) -> Iterator[dict[str, Any]]:  # type: ignore[override]
-        self._handed_out, self._exhausted = self.sampler.start_step, False
+        self._handed_out = self.sampler.start_step
         for batch in super().__iter__():
             self._handed_out += 1
             yield batch
-        self._exhausted = True
 
     def state_dict(self) -> dict[str, int]:
-        """``{"epoch", "steps_done"}``: the epoch and how many of its steps were trained."""
-        done = self._handed_out if self._exhausted else max(0, self._handed_out - self.PREFETCHED_BY_TRAINER)
-        return {"epoch": self.sampler.epoch, "steps_done": done}
+        """``{"epoch", "steps_done"}``: the epoch and how many of its steps were handed out."""
+        return {"epoch": self.sampler.epoch, "steps_done": self._handed_out}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue at step ``steps_done`` of epoch ``epoch`` on the next iteration."""
-        self.sampler.set_epoch(state["epoch"])
-        self.sampler.start_step = state["steps_done"] if state["steps_done"] < len(self.sampler) else 0
+        """Continue at step ``steps_done`` of epoch ``epoch`` (a finished epoch restarts from 0)."""
+        if state["steps_done"] < len(self.sampler):
+            self.sampler.resume_at(state["epoch"], state["steps_done"])

@@ -112,7 +112,7 @@ class DetectionModule(pl.LightningModule):
         metric.reset()
         scalars = {k: v for k, v in result.items() if v.ndim == 0}
         self.log_dict({f"{prefix}/{k}": torch.nan_to_num(v.float(), nan=0.0) for k, v in scalars.items()})
-        for name, ap in zip(self.class_names, result["ap_per_class"].tolist()):
+        for name, ap in zip(self.class_names, result["ap_per_class"].reshape(-1).tolist()):
             if not math.isnan(ap):
                 self.log(f"{prefix}/ap/{metric_key(name)}", ap)
         self.last_metrics = {k: v.detach().cpu() for k, v in result.items()}

@@ -1,0 +1,116 @@
+"""ConvLSTM-YOLO network and module: porting, carried state, masking, mid-epoch resumption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import pytest
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from restaurant_action.data.datamodules import SequenceDataModule
+from restaurant_action.lightning.recurrent_yolo import ConvLSTMYOLOModule, sequence_targets_to_frames
+from restaurant_action.lightning.yolov3 import YOLOv3Module
+from restaurant_action.models.recurrent_yolo import ConvLSTMYOLO
+from restaurant_action.models.yolov3 import COCO_ANCHORS, YOLOv3
+
+TINY = {"width": 0.125, "depth": 0.34}
+
+
+@pytest.mark.parametrize("placement", ["head", "neck"])
+def test_untrained_recurrent_model_reproduces_the_ported_yolov3(placement: str) -> None:
+    torch.manual_seed(0)
+    yolo = YOLOv3(4, COCO_ANCHORS, **TINY).eval()
+    recurrent = ConvLSTMYOLO(4, COCO_ANCHORS, placement=placement, **TINY).eval()
+    recurrent.load_yolov3(yolo.state_dict())
+    frames = torch.rand(2, 3, 3, 64, 64)
+    outputs, state = recurrent(frames)
+    for ours, reference in zip(outputs, yolo(frames.flatten(0, 1))):
+        torch.testing.assert_close(ours, reference)
+    assert len(state) == 3
+
+
+def test_lstm_state_changes_outputs_once_trained_and_reset_restores_a_fresh_lane() -> None:
+    torch.manual_seed(0)
+    model = ConvLSTMYOLO(4, COCO_ANCHORS, **TINY).eval()
+    for module in model.recurrent:
+        torch.nn.init.normal_(module.project.weight, std=0.5)
+    first, second = torch.rand(2, 2, 3, 64, 64), torch.rand(2, 2, 3, 64, 64)
+    _, state = model(first)
+    carried, _ = model(second, state)
+    fresh, _ = model(second)
+    assert not torch.allclose(carried[0], fresh[0])
+    reset = model.reset_state(state, torch.tensor([True, False]))
+    mixed, _ = model(second, reset)
+    lane0 = slice(0, 2)  # frames b·T + t of lane 0
+    torch.testing.assert_close(mixed[0][lane0], fresh[0][lane0])
+    torch.testing.assert_close(mixed[0][2:], carried[0][2:])
+
+
+def test_port_errors_name_the_tensor() -> None:
+    recurrent = ConvLSTMYOLO(4, COCO_ANCHORS, **TINY)
+    wider = YOLOv3(4, COCO_ANCHORS, width=0.25, depth=0.34)
+    with pytest.raises(ValueError, match="has shape"):
+        recurrent.load_yolov3(wider.state_dict())
+    with pytest.raises(ValueError, match="placement"):
+        ConvLSTMYOLO(4, COCO_ANCHORS, placement="tail", **TINY)
+
+
+def test_sequence_targets_map_lane_and_step_to_frame_index() -> None:
+    targets = torch.tensor([[1.0, 2.0, 3.0, 0.0, 0.0, 5.0, 5.0]])
+    assert sequence_targets_to_frames(targets, steps=4).tolist() == [[6.0, 3.0, 0.0, 0.0, 5.0, 5.0]]
+
+
+def test_padding_frames_add_no_loss_and_a_padding_step_still_backpropagates(synthetic_root: Path) -> None:
+    dm = SequenceDataModule(synthetic_root, image_size=64, lanes=2, steps=4, num_workers=0, min_clip_frames=60, augment=None)
+    dm.setup()
+    model = ConvLSTMYOLOModule(dm.num_classes, dm.anchors(9), **TINY)
+    batch = next(iter(dm.train_dataloader()))
+    loss = model.training_step(batch, 0)
+    padded = dict(batch, valid=torch.zeros_like(batch["valid"]), targets=batch["targets"][:0], reset=torch.ones(2, dtype=torch.bool))
+    zero = model.training_step(padded, 1)
+    assert loss > 0 and zero == 0
+    zero.backward()
+    assert all(p.grad is None or torch.all(p.grad == 0) for p in model.parameters())
+
+
+def test_ported_checkpoint_and_frozen_epochs(synthetic_root: Path, tmp_path: Path) -> None:
+    yolo_module = YOLOv3Module(5, COCO_ANCHORS, **TINY)
+    path = tmp_path / "yolo.ckpt"
+    torch.save({"state_dict": yolo_module.state_dict()}, path)
+    module = ConvLSTMYOLOModule(5, COCO_ANCHORS, yolov3_checkpoint=str(path), freeze_ported_epochs=1, **TINY)
+    for key, value in yolo_module.network.state_dict().items():
+        torch.testing.assert_close(module.network.yolo.state_dict()[key], value)
+    with pytest.raises(ValueError, match="not a YOLOv3Module checkpoint"):
+        torch.save({"state_dict": {"other.weight": torch.zeros(1)}}, tmp_path / "bad.ckpt")
+        ConvLSTMYOLOModule(5, COCO_ANCHORS, yolov3_checkpoint=str(tmp_path / "bad.ckpt"), **TINY)
+
+
+class StepRecorder(pl.Callback):
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int, tuple[int, ...]]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.seen.append((trainer.current_epoch, int(batch["step"]), tuple(batch["clip_ids"].tolist())))
+
+
+def test_resuming_mid_epoch_continues_at_the_next_step_with_the_same_clips(synthetic_root: Path, tmp_path: Path) -> None:
+    def run(ckpt_path: str | None, callbacks: list) -> StepRecorder:
+        pl.seed_everything(0)
+        dm = SequenceDataModule(synthetic_root, image_size=64, lanes=2, steps=8, num_workers=0, min_clip_frames=60)
+        model = ConvLSTMYOLOModule(dm.num_classes, dm.anchors(9), **TINY)
+        recorder = StepRecorder()
+        trainer = pl.Trainer(
+            max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+            limit_val_batches=0, callbacks=[recorder, *callbacks], default_root_dir=tmp_path,
+        )
+        trainer.fit(model, dm, ckpt_path=ckpt_path)
+        return recorder
+
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=5, save_top_k=-1)
+    full = run(None, [checkpoints])
+    resumed = run(str(tmp_path / "ckpt" / "epoch=0-step=5.ckpt"), [])
+    assert full.seen[0][:2] == (0, 0)
+    assert resumed.seen[0][:2] == (0, 5)
+    assert resumed.seen == full.seen[5:]
