@@ -1,4 +1,5 @@
-"""YOLOv3 loss, computed per frame so that a sequence model can mask padded frames.
+"""YOLOv3 loss and YOLOv2 (YOWO) region loss, computed per frame so that a sequence model can mask
+padded frames.
 
 Targets are one tensor ``(M, 6)``: ``[image_index, class, x1, y1, x2, y2]`` with the box in
 input pixels (the coordinates the network sees, after resizing).
@@ -6,6 +7,7 @@ input pixels (the coordinates the network sees, after resizing).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Sequence
 
 import torch
@@ -13,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import box_iou, generalized_box_iou_loss
 
-from restaurant_action.models.postprocess import decode_boxes
+from restaurant_action.models.postprocess import decode_boxes, make_grid
 
 # wh-IoU above which an anchor also learns a box (the best anchor always does). 0.213 is the
 # iou_thresh of darknet's yolov4.cfg, the same multi-anchor rule: more positives, and faster
@@ -169,3 +171,112 @@ def yolov3_loss(outputs: Sequence[Tensor], targets: Tensor, anchors: Tensor, str
         0, assigned.image_index, torch.ones_like(assigned.image_index, dtype=torch.float32)).clamp(min=1)
     components = {"box": box_gain * box_sum / positives, "obj": obj_gain * obj, "cls": cls_gain * cls_sum / positives}
     return components["box"] + components["obj"] + components["cls"], components
+
+
+# --------------------------------------------------------------------------- YOLOv2 / YOWO region loss
+def assign_region_targets(targets: Tensor, anchors: Tensor, stride: int,
+                          grid_size: tuple[int, int]) -> AnchorAssignment:
+    """YOLOv2's assignment: each target goes to its best anchor by centred (width, height) IoU,
+    at the cell holding its centre. When several targets of an image fall on the same anchor
+    and cell, the last (in row order) keeps it, as in YOWO's ``build_targets``.
+
+    Args:
+        targets: ``(M, 6)`` ``[image_index, class, x1, y1, x2, y2]`` pixels.
+        anchors: ``(A, 2)`` pixels.
+        stride: pixels per cell.
+        grid_size: ``(H, W)`` cells.
+
+    Returns:
+        an :class:`AnchorAssignment` with ``level`` all 0, at most one target per slot.
+    """
+    # An IoU threshold no anchor exceeds leaves only each target's best anchor.
+    assigned = assign_targets(targets, anchors, [stride], [grid_size], iou_threshold=math.inf)
+    height, width = grid_size
+    slot = ((assigned.image_index * anchors.shape[0] + assigned.anchor) * height + assigned.cell_y) * width \
+        + assigned.cell_x
+    last = torch.full((int(slot.max()) + 1 if len(slot) else 0,), -1, dtype=torch.long, device=targets.device)
+    last.scatter_reduce_(0, slot, assigned.target_index, reduce="amax")
+    keep = last[slot] == assigned.target_index
+    return AnchorAssignment(*(field[keep] for field in assigned))
+
+
+def region_loss(output: Tensor, targets: Tensor, anchors: Tensor, stride: int, *, coord_scale: float = 1.0,
+                object_scale: float = 5.0, noobject_scale: float = 1.0, class_scale: float = 1.0,
+                ignore_threshold: float = 0.6, focal_gamma: float = 2.0) -> tuple[Tensor, dict[str, Tensor]]:
+    """YOLOv2 region loss as YOWO computes it (``core/region_loss.py``), per frame.
+
+    With the positives of :func:`assign_region_targets` (one per target):
+
+    - box: ``Smooth-L1`` of ``(σ(tx), σ(ty), tw, th)`` against the centre's offset in its cell
+      and ``log(box size / anchor size)``, summed over the four, halved, times ``coord_scale``;
+    - obj: at positives, ``object_scale · (σ(objectness) − IoU)² / 2``, where IoU is that of the
+      decoded prediction with its target (detached);
+    - noobj: everywhere else, ``noobject_scale · σ(objectness)² / 2``, except predictions whose
+      best IoU with a target of their frame exceeds ``ignore_threshold`` (not penalised);
+    - cls: at positives, focal loss ``−(1 − p)^γ log p`` of the softmax probability ``p`` of the
+      target class (``focal_gamma = 0`` is cross-entropy), times ``class_scale``.
+
+    Sums over the frame (YOWO sums over the batch: its loss is ``loss_per_frame.sum()``).
+    Defaults are YOWO's ucf24/jhmdb settings (object 5, no-object 1, class 1, coord 1, ignore
+    0.6, focal γ 2). Each frame's loss depends on that frame only.
+
+    Args:
+        output: ``(B, A, H, W, 5 + C)`` raw predictions (see :class:`~restaurant_action.models.yowo.YOWO`).
+        targets: ``(M, 6)`` ``[image_index, class, x1, y1, x2, y2]``, boxes in input pixels.
+        anchors: ``(A, 2)`` pixels.
+        stride: pixels per cell of ``output``.
+
+    Returns:
+        ``loss_per_frame (B,)`` and ``{"box", "obj", "noobj", "cls"}``, each ``(B,)`` with its
+        scale applied, summing to ``loss_per_frame``.
+    """
+    if output.ndim != 5 or output.shape[4] < 6:
+        raise ValueError(f"output must be (B, A, H, W, 5 + C) with C >= 1, got {tuple(output.shape)}")
+    batch_size, num_anchors, height, width, channels = output.shape
+    if anchors.shape != (num_anchors, 2):
+        raise ValueError(f"anchors must be ({num_anchors}, 2) for an output of {num_anchors} anchors, "
+                         f"got {tuple(anchors.shape)}")
+    if focal_gamma < 0:
+        raise ValueError(f"focal_gamma must be >= 0, got {focal_gamma}")
+    device = output.device
+    targets = targets.to(device, torch.float32)
+    anchors = anchors.to(device, torch.float32)
+    _check_targets(targets, batch_size, channels - 5)
+    out = output.float()
+
+    with torch.no_grad():
+        pred_boxes = decode_boxes(out[..., :4], make_grid(height, width, device), anchors.view(num_anchors, 1, 1, 2),
+                                  stride)
+        best_iou = torch.zeros(batch_size * num_anchors * height * width, device=device)
+        if len(targets):
+            iou = box_iou(pred_boxes.reshape(-1, 4), targets[:, 2:6])
+            frame = torch.arange(batch_size, device=device).repeat_interleave(num_anchors * height * width)
+            best_iou = iou.where(frame.unsqueeze(1) == targets[:, 0].long().unsqueeze(0), 0).amax(dim=1)
+        noobj_weight = noobject_scale * (best_iou.view(out.shape[:4]) <= ignore_threshold).float()
+
+    assigned = assign_region_targets(targets, anchors, stride, (height, width))
+    image, anchor, cell_x, cell_y = assigned.image_index, assigned.anchor, assigned.cell_x, assigned.cell_y
+    matched = targets[assigned.target_index]
+    pred = out[image, anchor, cell_y, cell_x]  # (P, 5 + C)
+    noobj_weight[image, anchor, cell_y, cell_x] = 0
+
+    centre = (matched[:, 2:4] + matched[:, 4:6]) / 2
+    box_target = torch.cat([centre / stride - torch.stack([cell_x, cell_y], 1),
+                            torch.log((matched[:, 4:6] - matched[:, 2:4]) / anchors[anchor])], dim=1)
+    box_pred = torch.cat([pred[:, :2].sigmoid(), pred[:, 2:4]], dim=1)
+    box = F.smooth_l1_loss(box_pred, box_target, reduction="none").sum(dim=1) / 2
+
+    with torch.no_grad():
+        iou_target = box_iou(pred_boxes[image, anchor, cell_y, cell_x], matched[:, 2:6]).diagonal()
+    obj = (pred[:, 4].sigmoid() - iou_target).square() / 2
+    noobj = (noobj_weight * out[..., 4].sigmoid().square()).sum(dim=(1, 2, 3)) / 2
+
+    log_p = pred[:, 5:].log_softmax(dim=1).gather(1, matched[:, 1].long().unsqueeze(1)).squeeze(1)
+    cls = -(1 - log_p.exp()).pow(focal_gamma) * log_p
+
+    def per_frame(values: Tensor) -> Tensor:
+        return torch.zeros(batch_size, device=device).index_add_(0, image, values)
+
+    components = {"box": coord_scale * per_frame(box), "obj": object_scale * per_frame(obj),
+                  "noobj": noobj, "cls": class_scale * per_frame(cls)}
+    return components["box"] + components["obj"] + components["noobj"] + components["cls"], components

@@ -1,4 +1,4 @@
-"""Decoding of YOLO-style raw predictions and class-aware NMS.
+"""Decoding of YOLO-style raw predictions (YOLOv3 heads and the YOLOv2 region head) and class-aware NMS.
 
 The raw layout at one scale is ``(B, A, H, W, 5 + C)`` holding ``(tx, ty, tw, th,
 objectness, class logits…)``; a box is ``x = (σ(tx) + cell_x) · stride``, ``w = anchor_w ·
@@ -127,3 +127,47 @@ def postprocess_detections(outputs: Sequence[Tensor], anchors: Tensor, strides: 
         mine = kept[image_index[kept] == image][:max_detections]
         detections.append({"boxes": candidates[mine], "scores": scores[mine], "labels": labels[mine]})
     return detections
+
+
+def decode_region(output: Tensor, anchors: Tensor, stride: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Decode a YOLOv2 region head (YOWO): boxes as :func:`decode_boxes`, classes by softmax.
+
+    Args:
+        output: ``(B, A, H, W, 5 + C)`` raw predictions.
+        anchors: ``(A, 2)`` pixels.
+        stride: pixels per cell.
+
+    Returns:
+        ``boxes (B, P, 4)`` xyxy pixels, ``objectness (B, P)`` (sigmoid) and ``class_probs
+        (B, P, C)`` (softmax), ``P = A·H·W`` in the order anchor, row, column.
+    """
+    boxes, objectness, _ = decode_outputs([output], anchors, [stride])
+    class_probs = output[..., 5:].float().softmax(dim=-1).reshape(output.shape[0], -1, output.shape[-1] - 5)
+    return boxes, objectness, class_probs
+
+
+@torch.no_grad()
+def postprocess_region(output: Tensor, anchors: Tensor, stride: int, *, score_threshold: float = 0.005,
+                       iou_threshold: float = 0.45, max_detections: int = 300, pre_nms_top_k: int = 10_000,
+                       multi_label: bool = True) -> list[dict[str, Tensor]]:
+    """Raw region-head outputs (YOWO) to final detections per image: as
+    :func:`postprocess_detections`, with the score ``σ(objectness) · softmax(class logits)``.
+
+    Args:
+        output: ``(B, A, H, W, 5 + C)`` raw predictions.
+        anchors: ``(A, 2)`` pixels.
+        stride: pixels per cell (32 for YOWO).
+        score_threshold, iou_threshold, max_detections, pre_nms_top_k, multi_label: as for
+            :func:`postprocess_detections`.
+
+    Returns:
+        one dict per image: ``boxes (K, 4)`` float xyxy pixels, ``scores (K,)`` descending,
+        ``labels (K,)`` int64 class ids.
+    """
+    out = output.float()
+    # postprocess_detections takes sigmoids of the class channels; the logit of the softmax
+    # turns them back into the softmax probabilities.
+    class_logits = torch.logit(out[..., 5:].softmax(dim=-1))
+    return postprocess_detections([torch.cat([out[..., :5], class_logits], dim=-1)], anchors, [stride],
+                                  score_threshold=score_threshold, iou_threshold=iou_threshold,
+                                  max_detections=max_detections, pre_nms_top_k=pre_nms_top_k, multi_label=multi_label)
