@@ -120,9 +120,9 @@ def _x(layout: SceneLayout, x: float) -> float:
 class _Scene:
     """Pixel geometry of one view at one frame size; draws the static background."""
 
-    def __init__(self, layout: SceneLayout, width: int, height: int, rng: np.random.Generator) -> None:
+    def __init__(self, layout: SceneLayout, width: int, height: int, rng: np.random.Generator, object_scale: float = 1.0) -> None:
         self.layout, self.width, self.height = layout, width, height
-        self.unit = height / 180.0
+        self.unit = height / 180.0 * object_scale
         self.background = self._draw_background(rng)
 
     def px(self, x: float, y: float) -> tuple[float, float]:
@@ -297,10 +297,10 @@ def _draw_held(image: np.ndarray, held: str, hand: tuple[float, float], u: float
 
 def _render_video(task: tuple) -> list[tuple]:
     """Render one video to ``path``; return its annotation rows (frame, x1, y1, x2, y2, class, track)."""
-    path, view_index, num_frames, size, fps, seed, timelines, classes, track_base = task
+    path, view_index, num_frames, size, fps, seed, timelines, classes, track_base, object_scale = task
     rng = np.random.default_rng(seed)
     width, height = size
-    scene = _Scene(VIEWS[view_index], width, height, rng)
+    scene = _Scene(VIEWS[view_index], width, height, rng, object_scale)
     u = scene.unit
     workers, instances = _place_workers(rng, scene, num_frames, timelines, classes, track_base)
     acting: dict[tuple[int, int], _Instance] = {}
@@ -401,6 +401,7 @@ def make_synthetic_dataset(
     fps: int = 30,
     seed: int = 0,
     workers: int = 2,
+    object_scale: float = 1.0,
 ) -> ActionAnnotations:
     """Generate the synthetic restaurant dataset in the canonical layout.
 
@@ -416,6 +417,9 @@ def make_synthetic_dataset(
         fps: frame rate written to the files.
         seed: the same seed gives the same dataset.
         workers: processes rendering videos in parallel.
+        object_scale: size of workers, hands and tools relative to the default (1.0: a hand
+            with its tool spans about 12×20 px of a 320×180 frame); larger values suit
+            training at low resolution on a CPU.
 
     Returns:
         The loaded, validated annotations.
@@ -430,7 +434,7 @@ def make_synthetic_dataset(
     classes = [[[next(slots) for _ in spells] for spells in video] for video in timelines]
     tasks = [
         (root / "videos" / f"{name}.mp4", index % len(VIEWS), frames_per_video, tuple(size), fps, video_seeds[index] + 1,
-         timelines[index], classes[index], 1000 * index)
+         timelines[index], classes[index], 1000 * index, object_scale)
         for index, name in enumerate(names)
     ]
     render: Callable = _render_video

@@ -1,5 +1,7 @@
 """Networks as plain ``nn.Module``s (no Lightning), their losses and post-processing."""
 
+from restaurant_action.models.backbones3d import BACKBONE_3D_NAMES, Backbone3D, build_backbone3d, load_kinetics_3d
+from restaurant_action.models.convlstm import ConvLSTM, ConvLSTMCell, ConvLSTMCellState, ConvLSTMState
 from restaurant_action.models.darknet import (
     Darknet19,
     Darknet53,
@@ -10,14 +12,49 @@ from restaurant_action.models.darknet import (
     save_darknet_weights,
 )
 from restaurant_action.models.layers import ConvBNAct, ResidualBlock, fuse_conv_bn
-from restaurant_action.models.losses import AnchorAssignment, assign_targets, yolov3_loss
-from restaurant_action.models.postprocess import decode_boxes, decode_outputs, make_grid, postprocess_detections
+from restaurant_action.models.losses import (
+    AnchorAssignment,
+    assign_region_targets,
+    assign_targets,
+    region_loss,
+    yolov3_loss,
+)
+from restaurant_action.models.postprocess import (
+    decode_boxes,
+    decode_outputs,
+    decode_region,
+    make_grid,
+    postprocess_detections,
+    postprocess_region,
+)
+from restaurant_action.models.recurrent_yolo import ConvLSTMYOLO, ResidualConvLSTM
 from restaurant_action.models.yolov3 import COCO_ANCHORS, DetectionBlock, YOLOHead, YOLOv3
+from restaurant_action.models.yowo import (
+    CFAM,
+    UCF24_ANCHORS,
+    UCF24_ANCHORS_CELLS,
+    YOWO,
+    ChannelAttention,
+    SpaceToDepth,
+    load_yowo_checkpoint,
+)
 
 __all__ = [
+    "BACKBONE_3D_NAMES",
+    "CFAM",
     "COCO_ANCHORS",
+    "UCF24_ANCHORS",
+    "UCF24_ANCHORS_CELLS",
+    "YOWO",
     "AnchorAssignment",
+    "Backbone3D",
+    "ChannelAttention",
     "ConvBNAct",
+    "ConvLSTM",
+    "ConvLSTMCell",
+    "ConvLSTMCellState",
+    "ConvLSTMState",
+    "ConvLSTMYOLO",
     "Darknet19",
     "Darknet53",
     "DarknetHeader",
@@ -25,15 +62,24 @@ __all__ = [
     "DetectionBlock",
     "Reorg",
     "ResidualBlock",
+    "ResidualConvLSTM",
+    "SpaceToDepth",
     "YOLOHead",
     "YOLOv3",
+    "assign_region_targets",
     "assign_targets",
+    "build_backbone3d",
     "decode_boxes",
     "decode_outputs",
+    "decode_region",
     "fuse_conv_bn",
     "load_darknet_weights",
+    "load_kinetics_3d",
+    "load_yowo_checkpoint",
     "make_grid",
     "postprocess_detections",
+    "postprocess_region",
+    "region_loss",
     "save_darknet_weights",
     "yolov3_loss",
 ]
