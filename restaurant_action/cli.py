@@ -1,4 +1,5 @@
-"""``restaurant-action``: data commands (synth, stats, anchors, import, evaluate).
+"""``restaurant-action``: training (fit, validate, test through LightningCLI) and data commands
+(synth, stats, anchors, import, evaluate).
 
 The CLI is the user-facing layer, so it writes its results to standard output; the library
 underneath only logs.
@@ -68,6 +69,41 @@ def _cmd_import(args: argparse.Namespace) -> None:
     sys.stdout.write(f"imported {len(annotations)} boxes in {len(annotations.videos)} videos, {annotations.num_classes} classes, to {args.dst}\n")
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from restaurant_action.report import write_evaluation_report
+
+    path = write_evaluation_report(
+        args.predictions, args.root, args.out, interpolation=args.interpolation, iou_threshold=args.iou_threshold,
+        score_threshold=args.score_threshold,
+    )
+    sys.stdout.write(f"report written to {path}\n")
+
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
+
+
+def run_lightning_cli(argv: Sequence[str] | None) -> None:
+    """``fit``/``validate``/``test`` through LightningCLI: any model and datamodule of the library
+    (``--model YOLOv3Module --data FrameDataModule`` or a ``--config`` file). The datamodule's
+    class count, class names and training-clip ranking are passed to the model.
+    """
+    import pytorch_lightning as pl
+    from pytorch_lightning.cli import LightningCLI
+
+    import restaurant_action  # noqa: F401  (registers the classes for --model/--data short names)
+
+    class ActionCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
+            parser.link_arguments("data", "model.init_args.num_classes", compute_fn=lambda dm: dm.num_classes, apply_on="instantiate")
+            parser.link_arguments("data", "model.init_args.class_names", compute_fn=lambda dm: dm.classes, apply_on="instantiate")
+            parser.link_arguments("data", "model.init_args.class_ranking", compute_fn=lambda dm: dm.top_classes(24), apply_on="instantiate")
+
+    ActionCLI(
+        pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+        args=None if argv is None else list(argv), save_config_kwargs={"overwrite": True},
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``restaurant-action``."""
     parser = argparse.ArgumentParser(prog="restaurant-action", description="Spatiotemporal action localization in video.")
@@ -109,12 +145,28 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("--track-iou", dest="opt_track_iou", type=float, help="yowo: IoU that links boxes into tracks")
     imports.add_argument("--copy", dest="opt_link", action="store_const", const=False, help="copy videos/frames instead of symlinking")
     imports.set_defaults(handler=_cmd_import)
+
+    evaluate = commands.add_parser("evaluate", help="score a predictions JSON against a dataset and write a report")
+    evaluate.add_argument("predictions", type=Path, help="predictions JSON (see docs/metrics.md)")
+    evaluate.add_argument("root", type=Path, help="dataset folder")
+    evaluate.add_argument("--out", type=Path, default=Path("runs/evaluation"))
+    evaluate.add_argument("--interpolation", choices=("voc", "coco101"), default="voc")
+    evaluate.add_argument("--iou-threshold", type=float, default=0.5)
+    evaluate.add_argument("--score-threshold", type=float, default=0.5)
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    for name in LIGHTNING_COMMANDS:
+        commands.add_parser(name, help=f"{name} a model (LightningCLI: --config cfg.yaml, --model, --data, --trainer.*)", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``restaurant-action``; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] in LIGHTNING_COMMANDS:
+        run_lightning_cli(argv)
+        return 0
+    args = build_parser().parse_args(words)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.handler(args)

@@ -191,9 +191,9 @@ class ActionAnnotations:
         videos, video_problems = _probe_videos(root, rows)
         problems += video_problems
         rows = [row for row in rows if row.video in videos]
-        ranges = _read_ranges(root / "annotated_ranges.csv", videos) if (root / "annotated_ranges.csv").exists() else None
         for name, info in _probe_unreferenced_videos(root, videos).items():
             videos[name] = info
+        ranges = _read_ranges(root / "annotated_ranges.csv", videos) if (root / "annotated_ranges.csv").exists() else None
         names = list(videos)
         video_index = {name: i for i, name in enumerate(names)}
         annotations = cls(

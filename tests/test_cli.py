@@ -1,0 +1,41 @@
+"""The ``restaurant-action`` command line: data commands and LightningCLI training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from restaurant_action.cli import main
+
+
+def test_synth_stats_and_anchors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "synth"
+    assert main(["synth", str(root), "--videos", "2", "--frames", "120", "--size", "96x64", "--workers", "1"]) == 0
+    assert "wrote 2 videos" in capsys.readouterr().out
+    assert main(["stats", str(root), "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "labelled frames" in out and (tmp_path / "report" / "class_histogram.png").stat().st_size > 0
+    assert (tmp_path / "report" / "annotated_frames.png").stat().st_size > 0
+    assert main(["anchors", str(root), "-k", "3", "--image-size", "64"]) == 0
+    assert "mean best IoU" in capsys.readouterr().out
+
+
+def test_errors_name_the_file_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stats", str(tmp_path / "missing")]) == 2
+    assert "dataset folder not found" in capsys.readouterr().err
+    assert main(["import", "cvat", str(tmp_path / "none.xml"), str(tmp_path / "out")]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_fit_through_lightning_cli_links_the_dataset(synthetic_root: Path, tmp_path: Path) -> None:
+    config = {
+        "model": {"class_path": "restaurant_action.YOLOv3Module", "init_args": {"width": 0.125, "depth": 0.34}},
+        "data": {"class_path": "restaurant_action.FrameDataModule",
+                 "init_args": {"root": str(synthetic_root), "image_size": 64, "num_workers": 0, "batch_size": 4}},
+        "trainer": {"fast_dev_run": 2, "accelerator": "cpu", "default_root_dir": str(tmp_path), "enable_progress_bar": False},
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert main(["fit", "--config", str(path)]) == 0
