@@ -107,7 +107,8 @@ def read_classes(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(path, "class list not found")
-    names = path.read_text(encoding="utf-8").splitlines()
+    # utf-8-sig drops a byte-order mark; names are stripped like the fields of annotations.csv.
+    names = [name.strip() for name in path.read_text(encoding="utf-8-sig").splitlines()]
     while names and not names[-1].strip():
         names.pop()
     if not names:
@@ -401,6 +402,23 @@ class ActionAnnotations:
         labelled = len(self._frame_index())
         return labelled / total if total else 0.0
 
+    def select_rows(self, mask: np.ndarray) -> "ActionAnnotations":
+        """A copy holding only the rows where ``mask (N,)`` is true (all videos kept)."""
+        return ActionAnnotations(
+            self.classes, self.videos, self.video_ids[mask], self.frames[mask], self.boxes[mask], self.labels[mask],
+            self.tracks[mask], annotated_ranges=self.annotated_ranges, root=self.root,
+            lines=self._lines[mask] if self._lines is not None else None,
+        )
+
+    def rows_in(self, frames_by_video: dict[str, np.ndarray]) -> np.ndarray:
+        """``(N,)`` mask of the rows whose frame is listed for its video in ``frames_by_video``."""
+        mask = np.zeros(len(self), bool)
+        for video, frames in frames_by_video.items():
+            if video in self.videos:
+                rows = self.video_ids == self.video_names.index(video)
+                mask[rows] = np.isin(self.frames[rows], frames)
+        return mask
+
     def subset(self, videos: Iterable[str]) -> "ActionAnnotations":
         """The annotations of the named videos only."""
         keep_names = [n for n in self.video_names if n in set(videos)]
@@ -438,7 +456,7 @@ def _read_annotation_rows(path: Path, classes: list[str]) -> tuple[list[_Row], l
     class_ids = {name: i for i, name in enumerate(classes)}
     rows: list[_Row] = []
     problems: list[DatasetError] = []
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None or tuple(h.strip() for h in header) != ANNOTATION_HEADER:
@@ -520,7 +538,7 @@ def probe_video(videos_dir: str | Path, name: str) -> VideoInfo:
 def _read_ranges(path: Path, videos: dict[str, VideoInfo]) -> dict[str, list[tuple[int, int]]]:
     """Parse ``annotated_ranges.csv`` (video,start,end; inclusive 0-based frames)."""
     ranges: dict[str, list[tuple[int, int]]] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None or tuple(h.strip() for h in header) != RANGES_HEADER:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from restaurant_action.data.anchors import AnchorFit, kmeans_anchors
 from restaurant_action.data.annotations import ActionAnnotations
 from restaurant_action.data.clips import CLIP_PADDING, MAX_CLIP_FRAMES, MIN_CLIP_FRAMES, ActionClip, segment_clips, split_clips
-from restaurant_action.data.datasets import ClipDataset, FrameDataset, FrameRef, collate_frames, letterbox_scale
+from restaurant_action.data.datasets import ClipDataset, FrameDataset, FrameRef, collate_frames
 from restaurant_action.data.sequences import SequenceDataLoader, SequenceDataset
 from restaurant_action.data.splits import block_split, read_video_split
 from restaurant_action.data.transforms import AugmentConfig, ClipTransform
@@ -140,13 +140,10 @@ class VideoDataModule(pl.LightningDataModule):
     def training_boxes(self) -> np.ndarray:
         """Training boxes ``(N, 4)`` xyxy in pixels of the letterboxed ``image_size`` images."""
         ann = self.annotations
-        rows = []
-        for video, allowed in self.split["train"].items():
-            vid = ann.video_names.index(video)
-            mask = (ann.video_ids == vid) & np.isin(ann.frames, allowed)
-            info = ann.videos[video]
-            rows.append(ann.boxes[mask] * letterbox_scale(info.width, info.height, (self.image_size, self.image_size)))
-        return np.concatenate(rows) if rows else np.zeros((0, 4), np.float32)
+        mask = ann.rows_in(self.split["train"])
+        sizes = np.array([[ann.videos[n].width, ann.videos[n].height] for n in ann.video_names], np.float64)
+        scale = np.minimum(self.image_size / sizes[:, 0], self.image_size / sizes[:, 1])
+        return (ann.boxes[mask] * scale[ann.video_ids[mask], None]).astype(np.float32)
 
     def anchor_fit(self, k: int) -> AnchorFit:
         """k-means (1 − IoU) fit of ``k`` anchors on the training boxes, with its quality."""
@@ -162,8 +159,8 @@ class VideoDataModule(pl.LightningDataModule):
 
     def top_classes(self, k: int) -> list[int]:
         """The ``k`` classes with the most training clips (action instances), most first."""
-        train_videos = [v for v, frames in self.split["train"].items() if len(frames)]
-        return self.annotations.subset(train_videos).top_k_classes(k) if self.split["train"] else []
+        ann = self.annotations
+        return ann.select_rows(ann.rows_in(self.split["train"])).top_k_classes(k)
 
     # ------------------------------------------------------------------ datasets and loaders
     def make_dataset(self, refs: list[FrameRef], train: bool) -> Dataset:

@@ -381,7 +381,7 @@ def _class_slots(rng: np.random.Generator, num_slots: int) -> list[int]:
     """Class of every action slot: counts proportional to the weights (each class at least once), shuffled.
 
     Counts are set over the whole dataset, so the long tail holds exactly: with 140 slots the
-    most frequent class (weight 10) gets 22 clips and the rarest (weight 0.6) gets 1.
+    most frequent class (weight 10) gets 25 clips and the rarest (weight 0.6) gets 1.
     """
     weights = np.array([spec.weight for spec in ACTIONS])
     counts = np.maximum(1, np.floor(weights / weights.sum() * num_slots)).astype(int)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import weakref
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +21,13 @@ import numpy as np
 from restaurant_action.errors import DatasetError, VideoDecodeError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+# A decord reader inherited through fork must never be destroyed in the child: its destructor
+# waits for decoder threads that exist only in the parent, and would hang the process. Every
+# open reader is tracked, and a forked child keeps them all alive.
+_OPEN_READERS: "weakref.WeakSet" = weakref.WeakSet()
+_INHERITED_READERS: list = []
+os.register_at_fork(after_in_child=lambda: _INHERITED_READERS.extend(_OPEN_READERS))
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 
 
@@ -153,6 +161,7 @@ class DecordVideo(VideoSource):
             width, height = self.size_request or (-1, -1)
             self._reader = self._open(width, height)
             self._reader_pid = os.getpid()
+            _OPEN_READERS.add(self._reader)
         return self._reader
 
     def _decode(self, sorted_indices: np.ndarray) -> np.ndarray:
@@ -245,15 +254,24 @@ class CachedVideo(VideoSource):
         self.cache_dir = Path(cache_dir)
         self._frames: np.memmap | None = None
         self._filled: np.memmap | None = None
+        self._cache_paths: tuple[Path, Path] | None = None
 
     def _probe(self) -> tuple[int, float, int, int]:
         return self.source.meta
 
     def _paths(self) -> tuple[Path, Path]:
-        width, height = self.size
-        digest = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:10]
-        stem = f"{self.path.stem}-{digest}-{self.num_frames}-{width}x{height}"
-        return self.cache_dir / f"{stem}.u8", self.cache_dir / f"{stem}.filled"
+        """The cache's frame and mask files, named on first use (and kept when pickled)."""
+        if self._cache_paths is None:
+            width, height = self.size
+            if not self.path.exists():
+                raise VideoDecodeError(self.path, "video not found")
+            stat = self.path.stat()
+            # The file's size and modification time are part of the key: a video rewritten in
+            # place gets a new cache instead of the old frames.
+            digest = hashlib.sha1(f"{self.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+            stem = f"{self.path.stem}-{digest}-{self.num_frames}-{width}x{height}"
+            self._cache_paths = (self.cache_dir / f"{stem}.u8", self.cache_dir / f"{stem}.filled")
+        return self._cache_paths
 
     def _open_cache(self) -> tuple[np.memmap, np.memmap]:
         if self._frames is None:

@@ -123,12 +123,6 @@ def test_windows_line_endings_load(make_dataset):
     assert annotations.classes == ["cut", "wipe", "pour"] and len(annotations) == 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DatasetError,
-    reason="BUG: read_classes does not strip names (annotations.csv fields are stripped) and no reader accepts a "
-    "UTF-8 byte-order mark, so every row fails as 'unknown action' although the name is in classes.txt",
-)
 @pytest.mark.parametrize("classes_text", ["\ufeffcut\nwipe\npour\n", "cut \nwipe\npour\n", "cut\r\n wipe\npour\t\n"])
 def test_class_names_load_despite_a_byte_order_mark_or_stray_spaces(make_dataset, classes_text):
     root = make_dataset(GOOD_ROWS)
@@ -444,11 +438,6 @@ def test_without_annotated_ranges_the_attribute_is_none(make_dataset):
     assert ActionAnnotations.load(make_dataset(GOOD_ROWS)).annotated_ranges is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: load() reads annotated_ranges.csv before adding the videos without rows, "
-    "so a range over a wholly unlabelled (background) video is 'unknown video'",
-)
 def test_annotated_ranges_may_cover_a_video_without_rows(make_dataset):
     annotations = ActionAnnotations.load(make_dataset(GOOD_ROWS[:4], ranges=["a,0,29", "b,0,19"]))
     assert annotations.annotated_ranges == {"a": [(0, 29)], "b": [(0, 19)]}

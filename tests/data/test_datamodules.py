@@ -236,11 +236,6 @@ def test_a_missing_dataset_is_a_dataset_error(tmp_path):
 # ---------------------------------------------------------------------------------- class ranking
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: VideoDataModule.top_classes ranks the clips of every video that has any train frame, "
-    "so clips of val blocks count as training data",
-)
 def test_top_classes_rank_the_training_clips_only(tmp_path, mp4_writer, frame_pattern):
     root = tmp_path / "ranking"
     mp4_writer(root / "videos" / "long.mp4", frame_pattern(240))

@@ -170,12 +170,6 @@ def test_each_track_is_one_continuous_action(synthetic_medium):
     assert len(np.unique(annotations.tracks)) == len(pairs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DatasetError,
-    reason="BUG: a video without actions is 'unknown' to annotated_ranges.csv (ActionAnnotations.load reads the "
-    "ranges before probing videos without rows), so short synthetic videos cannot be generated",
-)
 def test_a_video_without_actions_is_a_background_video(tmp_path):
     # with 90-frame videos, seed 0 leaves the first video without a single action spell
     annotations = make_synthetic_dataset(tmp_path / "short", num_videos=4, frames_per_video=90, size=(96, 64), workers=1)

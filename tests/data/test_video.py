@@ -279,7 +279,7 @@ class _FramesOf(Dataset):
 
 
 def _read_with_workers(source: VideoSource, indices=None, timeout: float = 0):
-    # Readers left in garbage cycles by earlier tests must die here, not in a forked worker (see the xfail below).
+    # Readers left in garbage cycles by earlier tests must die here, not in a forked worker.
     gc.collect()
     loader = DataLoader(_FramesOf(source), batch_size=8, num_workers=2, sampler=indices, timeout=timeout)
     frames, workers, pids = zip(*[(f, w, p) for f, w, p in loader])
@@ -307,12 +307,6 @@ def test_a_used_source_pickled_reads_right_in_two_dataloader_workers(pattern_vid
     np.testing.assert_array_equal(frames, expected[::-1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="BUG: a forked DataLoader worker that inherits an open decord reader deadlocks: DecordVideo.reader() "
-    "drops the inherited VideoReader, whose destructor waits on decoder threads that exist only in the parent",
-)
 def test_a_source_read_in_the_parent_reads_right_in_two_forked_workers(pattern_video, monkeypatch):
     # the loader's shutdown waits this long for each worker before terminating it (a deadlocked one never exits)
     monkeypatch.setattr(torch.utils.data._utils, "MP_STATUS_CHECK_INTERVAL", 0.2)
@@ -385,11 +379,6 @@ def test_a_new_cached_source_reuses_the_cache_on_disk(pattern_video, tmp_path, m
     assert third.frames([0]).shape == (1, 15, 20, 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the cache file name holds only the video's path, length and size, so a video rewritten in place "
-    "(e.g. a regenerated dataset) is served the old video's frames from the cache, silently",
-)
 def test_a_rewritten_video_is_not_served_stale_cached_frames(tmp_path, frame_pattern, mp4_writer):
     video = tmp_path / "v.mp4"
     mp4_writer(video, frame_pattern(20))
