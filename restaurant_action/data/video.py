@@ -289,19 +289,20 @@ class CachedVideo(VideoSource):
 
     def _decode(self, sorted_indices: np.ndarray) -> np.ndarray:
         frames, filled = self._open_cache()
-        if (filled[sorted_indices] == 0).any():
-            # One worker fills at a time, so two workers never decode the same window twice.
-            with open(self._paths()[1], "rb") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                missing = sorted_indices[filled[sorted_indices] == 0]
-                starts = np.unique(missing // self.fill_window) * self.fill_window
-                window = (starts[:, None] + np.arange(self.fill_window)[None, :]).reshape(-1)
-                window = window[window < self.num_frames]
-                window = window[filled[window] == 0]
-                if window.size:
-                    frames[window] = self.source.frames(window)
-                    filled[window] = 1
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        missing = sorted_indices[filled[sorted_indices] == 0]
+        if missing.size:
+            # Each window is locked on its own byte range of the mask file: two workers never
+            # decode the same window twice, yet fill different windows at the same time.
+            with open(self._paths()[1], "r+b") as lock:
+                for start in np.unique(missing // self.fill_window) * self.fill_window:
+                    length = min(self.fill_window, self.num_frames - int(start))
+                    fcntl.lockf(lock, fcntl.LOCK_EX, length, int(start))
+                    window = np.arange(start, start + length)
+                    window = window[filled[window] == 0]
+                    if window.size:
+                        frames[window] = self.source.frames(window)
+                        filled[window] = 1
+                    fcntl.lockf(lock, fcntl.LOCK_UN, length, int(start))
         return np.asarray(frames[sorted_indices])
 
     def __getstate__(self) -> dict:
