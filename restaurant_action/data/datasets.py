@@ -34,6 +34,27 @@ def letterbox_scale(width: int, height: int, image_size: tuple[int, int]) -> flo
     return min(image_size[0] / width, image_size[1] / height)
 
 
+def letterbox_to_frame(boxes: np.ndarray, frame_size: tuple[int, int], image_size: tuple[int, int]) -> np.ndarray:
+    """Map boxes from a letterboxed image back to the original frame.
+
+    Args:
+        boxes: ``(K, 4)`` xyxy pixels in the ``image_size`` ``(W, H)`` letterboxed image.
+        frame_size: the original frame's ``(width, height)``.
+        image_size: the letterboxed image's ``(W, H)``.
+
+    Returns:
+        ``(K, 4)`` xyxy pixels in the original frame, clipped to it.
+    """
+    width, height = frame_size
+    scale = letterbox_scale(width, height, image_size)
+    pad_x = (image_size[0] - max(1, round(width * scale))) // 2
+    pad_y = (image_size[1] - max(1, round(height * scale))) // 2
+    out = (np.asarray(boxes, np.float64).reshape(-1, 4) - [pad_x, pad_y, pad_x, pad_y]) / scale
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
+    return out.astype(np.float32)
+
+
 class _VideoFrames:
     """Per-video sources decoding at the letterbox size, opened lazily in each process."""
 

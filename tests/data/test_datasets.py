@@ -205,3 +205,17 @@ def test_collate_real_samples(annotations):
     for i, sample in enumerate(samples):
         rows = batch["targets"][batch["targets"][:, 0] == i]
         assert torch.equal(rows[:, 1].long(), sample["labels"]) and torch.equal(rows[:, 2:], sample["boxes"])
+
+
+def test_letterbox_to_frame_inverts_the_letterbox_of_samples(synthetic_root) -> None:
+    from restaurant_action.data.annotations import ActionAnnotations
+    from restaurant_action.data.datasets import FrameDataset, FrameRef, letterbox_to_frame
+
+    annotations = ActionAnnotations.load(synthetic_root)
+    row = 0
+    ref = FrameRef(annotations.video_names[annotations.video_ids[row]], int(annotations.frames[row]))
+    sample = FrameDataset(annotations, [ref], image_size=64)[0]
+    info = annotations.videos[ref.video]
+    back = letterbox_to_frame(sample["boxes"].numpy(), (info.width, info.height), (64, 64))
+    expected, _, _ = annotations.targets(ref.video, ref.frame)
+    np.testing.assert_allclose(np.sort(back, 0), np.sort(expected, 0), atol=1.0)
