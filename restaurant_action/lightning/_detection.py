@@ -35,7 +35,9 @@ class DetectionModule(pl.LightningModule):
         class_names: class names, for per-class logging; ``class_<id>`` if ``None``.
         class_ranking: class ids by training clip count, most first (``dm.top_classes``),
             for the top-5/top-24 summaries; ``None`` ranks by validation boxes.
-        optimizer: ``"sgd"`` (momentum, Nesterov) or ``"adamw"``.
+        optimizer: ``"adamw"`` or ``"sgd"`` (momentum, Nesterov). The losses are means over
+            frames, so AdamW's default needs no tuning to the batch size, while SGD wants about
+            ``0.01 × batch size`` (YOLOv5 multiplies its loss by the batch size instead).
         lr: peak learning rate.
         momentum: SGD momentum (AdamW's beta1).
         weight_decay: on weights only (not on biases or norm layers).
@@ -55,8 +57,8 @@ class DetectionModule(pl.LightningModule):
         num_classes: int,
         class_names: Sequence[str] | None = None,
         class_ranking: Sequence[int] | None = None,
-        optimizer: str = "sgd",
-        lr: float = 0.01,
+        optimizer: str = "adamw",
+        lr: float = 1e-3,
         momentum: float = 0.937,
         weight_decay: float = 5e-4,
         warmup_fraction: float = 0.05,

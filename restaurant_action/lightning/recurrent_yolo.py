@@ -10,8 +10,7 @@ import torch
 from torch import Tensor
 
 from restaurant_action.lightning._detection import DetectionModule
-from restaurant_action.models.losses import yolov3_loss
-from restaurant_action.models.postprocess import postprocess_detections
+from restaurant_action.lightning.yolov3 import yolo_decode, yolo_loss
 from restaurant_action.models.recurrent_yolo import ConvLSTMYOLO, RecurrentState
 from restaurant_action.models.yolov3 import COCO_ANCHORS
 
@@ -55,7 +54,7 @@ class ConvLSTMYOLOModule(DetectionModule):
         freeze_ported_epochs: train only the ConvLSTMs for this many epochs (ported weights
             get no update and their BatchNorm statistics stay fixed).
         box_gain, obj_gain, cls_gain, anchor_iou_threshold: YOLOv3 loss settings.
-        **kwargs: see ``DetectionModule``.
+        **kwargs: optimisation and evaluation settings of ``DetectionModule``.
     """
 
     def __init__(
@@ -76,24 +75,9 @@ class ConvLSTMYOLOModule(DetectionModule):
         obj_gain: float = 1.0,
         cls_gain: float = 0.5,
         anchor_iou_threshold: float = 0.2,
-        class_names: Sequence[str] | None = None,
-        class_ranking: Sequence[int] | None = None,
-        optimizer: str = "sgd",
-        lr: float = 0.01,
-        momentum: float = 0.937,
-        weight_decay: float = 5e-4,
-        warmup_fraction: float = 0.05,
-        final_lr_fraction: float = 0.01,
-        ema_decay: float = 0.0,
-        gradient_clip_norm: float = 10.0,
-        score_threshold: float = 0.005,
-        nms_iou: float = 0.45,
-        max_detections: int = 100,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            num_classes, class_names, class_ranking, optimizer, lr, momentum, weight_decay, warmup_fraction,
-            final_lr_fraction, ema_decay, gradient_clip_norm, score_threshold, nms_iou, max_detections,
-        )
+        super().__init__(num_classes, **kwargs)
         self.network = ConvLSTMYOLO(
             num_classes, anchors if anchors is not None else COCO_ANCHORS, width, depth, placement, hidden_ratio,
             kernel_size, num_layers, lstm_dropout, norm,
@@ -130,11 +114,7 @@ class ConvLSTMYOLOModule(DetectionModule):
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         outputs = self._run(batch, "train")
         steps = batch["frames"].shape[1]
-        hp = self.hparams
-        per_frame, parts = yolov3_loss(
-            outputs, sequence_targets_to_frames(batch["targets"], steps), self.network.anchors, self.network.strides,
-            anchor_iou_threshold=hp.anchor_iou_threshold, box_gain=hp.box_gain, obj_gain=hp.obj_gain, cls_gain=hp.cls_gain,
-        )
+        per_frame, parts = yolo_loss(self.hparams, self.network, outputs, sequence_targets_to_frames(batch["targets"], steps))
         valid = batch["valid"].flatten().to(per_frame.dtype)
         # A step of padding only still backpropagates (zero), so DDP ranks stay in step.
         loss = (per_frame * valid).sum() / valid.sum().clamp(min=1)
@@ -172,11 +152,7 @@ class ConvLSTMYOLOModule(DetectionModule):
 
     def decode(self, outputs: Sequence[Tensor]) -> list[dict[str, Tensor]]:
         """Detections per frame from raw outputs (threshold, class-aware NMS)."""
-        hp = self.hparams
-        return postprocess_detections(
-            outputs, self.network.anchors, self.network.strides, score_threshold=hp.score_threshold,
-            iou_threshold=hp.nms_iou, max_detections=hp.max_detections,
-        )
+        return yolo_decode(self.hparams, self.network, outputs)
 
     def detect(self, batch: Mapping[str, Any]) -> list[dict[str, Tensor]]:
         """Detections of every frame of a sequence step (state carried as in validation)."""

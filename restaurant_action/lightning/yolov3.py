@@ -51,6 +51,22 @@ def load_pretrained(network: torch.nn.Module, path: str | Path) -> None:
     network.load_state_dict(compatible, strict=False)
 
 
+def yolo_loss(hparams: Mapping[str, Any], network: torch.nn.Module, outputs: Sequence[Tensor], targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """The YOLOv3 loss with a module's loss settings: ``(B,)`` per frame and its components."""
+    return yolov3_loss(
+        outputs, targets, network.anchors, network.strides, anchor_iou_threshold=hparams["anchor_iou_threshold"],
+        box_gain=hparams["box_gain"], obj_gain=hparams["obj_gain"], cls_gain=hparams["cls_gain"],
+    )
+
+
+def yolo_decode(hparams: Mapping[str, Any], network: torch.nn.Module, outputs: Sequence[Tensor]) -> list[dict[str, Tensor]]:
+    """Detections per image with a module's evaluation settings (threshold, NMS IoU, max detections)."""
+    return postprocess_detections(
+        outputs, network.anchors, network.strides, score_threshold=hparams["score_threshold"],
+        iou_threshold=hparams["nms_iou"], max_detections=hparams["max_detections"],
+    )
+
+
 class YOLOv3Module(DetectionModule):
     """YOLOv3 (Darknet-53, three scales, nine anchors) trained frame by frame.
 
@@ -80,24 +96,9 @@ class YOLOv3Module(DetectionModule):
         obj_gain: float = 1.0,
         cls_gain: float = 0.5,
         anchor_iou_threshold: float = 0.2,
-        class_names: Sequence[str] | None = None,
-        class_ranking: Sequence[int] | None = None,
-        optimizer: str = "sgd",
-        lr: float = 0.01,
-        momentum: float = 0.937,
-        weight_decay: float = 5e-4,
-        warmup_fraction: float = 0.05,
-        final_lr_fraction: float = 0.01,
-        ema_decay: float = 0.0,
-        gradient_clip_norm: float = 10.0,
-        score_threshold: float = 0.005,
-        nms_iou: float = 0.45,
-        max_detections: int = 100,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            num_classes, class_names, class_ranking, optimizer, lr, momentum, weight_decay, warmup_fraction,
-            final_lr_fraction, ema_decay, gradient_clip_norm, score_threshold, nms_iou, max_detections,
-        )
+        super().__init__(num_classes, **kwargs)
         self.network = YOLOv3(num_classes, anchors if anchors is not None else COCO_ANCHORS, width, depth)
         if pretrained:
             load_pretrained(self.network, pretrained)
@@ -107,12 +108,8 @@ class YOLOv3Module(DetectionModule):
         return self.network(self.images_to_float(images))
 
     def loss(self, outputs: Sequence[Tensor], targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Per-frame YOLOv3 loss ``(B,)`` and its components."""
-        hp = self.hparams
-        return yolov3_loss(
-            outputs, targets, self.network.anchors, self.network.strides, anchor_iou_threshold=hp.anchor_iou_threshold,
-            box_gain=hp.box_gain, obj_gain=hp.obj_gain, cls_gain=hp.cls_gain,
-        )
+        """Per-frame YOLOv3 loss ``(B,)`` and its components; ``targets`` ``(M, 6)`` per frame."""
+        return yolo_loss(self.hparams, self.network, outputs, targets)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         per_frame, parts = self.loss(self(batch["images"]), batch["targets"])
@@ -123,11 +120,7 @@ class YOLOv3Module(DetectionModule):
 
     def decode(self, outputs: Sequence[Tensor]) -> list[dict[str, Tensor]]:
         """Detections per image from raw outputs: threshold, class-aware NMS, top ``max_detections``."""
-        hp = self.hparams
-        return postprocess_detections(
-            outputs, self.network.anchors, self.network.strides, score_threshold=hp.score_threshold,
-            iou_threshold=hp.nms_iou, max_detections=hp.max_detections,
-        )
+        return yolo_decode(self.hparams, self.network, outputs)
 
     def detect(self, batch: Mapping[str, Any]) -> list[dict[str, Tensor]]:
         return self.decode(self(batch["images"]))
