@@ -1,0 +1,242 @@
+"""YOWOModule: real Lightning runs of a tiny YOWO on the tiny synthetic dataset (64 px, 4-frame clips)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from restaurant_action.data.datamodules import ClipDataModule
+from restaurant_action.lightning._detection import targets_per_image
+from restaurant_action.lightning.yowo import YOWOModule, video_id
+from restaurant_action.metrics import VideoMAP
+from restaurant_action.models.backbones3d import build_backbone3d
+from restaurant_action.models.darknet import Darknet19, save_darknet_weights
+
+TINY = {"backbone_3d": "resnet18", "width_2d": 0.125, "width_3d": 0.125, "cfam_channels": 32, "clip_length": 4}
+QUIET = {"accelerator": "cpu", "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+         "enable_model_summary": False, "num_sanity_val_steps": 0}
+
+
+def _datamodule(root: Path, **kwargs: Any) -> ClipDataModule:
+    options = {"image_size": 64, "clip_length": 4, "batch_size": 4, "num_workers": 0} | kwargs
+    return ClipDataModule(root, **options)
+
+
+def _module(dm: ClipDataModule, **kwargs: Any) -> YOWOModule:
+    torch.manual_seed(0)
+    options = TINY | {"lr": 1e-3, "class_names": dm.classes, "class_ranking": dm.top_classes(5)} | kwargs
+    return YOWOModule(dm.num_classes, dm.anchors(5), **options)
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
+
+
+def _changed(before: dict[str, Tensor], module: torch.nn.Module) -> set[str]:
+    return {name for name, tensor in module.state_dict().items()
+            if name.endswith("weight") and not torch.equal(tensor, before[name])}
+
+
+def test_fit_and_validate_log_the_metrics_and_backbones_get_the_scaled_lr(synthetic_root: Path, tmp_path: Path) -> None:
+    dm = _datamodule(synthetic_root)
+    model = _module(dm, backbone_lr_scale=0.1)
+    model.network.set_passthrough_order("pytorch-yolo2")  # as after an official YOWO start
+    trainer = pl.Trainer(max_steps=3, limit_val_batches=2, val_check_interval=3, **QUIET)
+    trainer.fit(model, dm)
+    logged = trainer.callback_metrics
+    for key in ("train/loss", "train/box", "train/obj", "train/noobj", "train/cls", "val/map", "val/map_top5",
+                "val/localization_recall", "val/classification_accuracy"):
+        assert key in logged and torch.isfinite(logged[key]), key
+    # video-mAP needs track ids in the batch (ClipDataModule's carry none yet)
+    assert ("val/video_map" in logged) == ("tracks" in next(iter(dm.val_dataloader())))
+
+    groups = {group["name"]: group for group in trainer.optimizers[0].param_groups}
+    assert set(groups) == {f"{part}{suffix}" for part in ("backbone_2d", "backbone_3d", "head")
+                           for suffix in ("", "/no_decay")}
+    for name, group in groups.items():
+        expected = 1e-3 * (1.0 if name.startswith("head") else 0.1)
+        assert group["initial_lr"] == pytest.approx(expected)
+        assert group["lr"] / groups["head"]["lr"] == pytest.approx(expected / 1e-3)
+        assert group["weight_decay"] == (0.0 if name.endswith("no_decay") else model.hparams.weight_decay)
+    optimized = [id(p) for group in groups.values() for p in group["params"]]
+    assert sorted(optimized) == sorted(id(p) for p in model.parameters())
+
+    results = trainer.validate(model, dm, verbose=False)[0]
+    assert {"val/map", "val/localization_recall", "val/classification_accuracy"} <= set(results)
+
+    path = tmp_path / "yowo.ckpt"
+    trainer.save_checkpoint(path)
+    restored = YOWOModule.load_from_checkpoint(path)
+    assert restored.network.passthrough_order == "pytorch-yolo2"
+    clips = next(iter(dm.val_dataloader()))["clips"]
+    torch.testing.assert_close(restored.eval()(clips), model.eval()(clips))
+
+
+def test_frozen_branch_is_fixed_until_unfreeze_epoch(synthetic_root: Path) -> None:
+    dm = _datamodule(synthetic_root)
+    model = _module(dm, freeze="3d", unfreeze_epoch=1)
+    # Registered with DDP from the start (it wraps only parameters that require grad).
+    assert model.network.frozen["backbone_3d"] and all(p.requires_grad for p in model.network.parameters())
+    start = _snapshot(model.network.backbone_3d)
+    start_2d = _snapshot(model.network.backbone_2d)
+
+    class Record(pl.Callback):
+        def __init__(self) -> None:
+            self.branch_3d_training: dict[int, bool] = {}
+            self.after_epoch_0: dict[str, Tensor] = {}
+
+        def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, index: int) -> None:
+            self.branch_3d_training[trainer.current_epoch] = module.network.backbone_3d.training
+
+        def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            if trainer.current_epoch == 0:
+                self.after_epoch_0 = _snapshot(module.network.backbone_3d)
+
+    record = Record()
+    trainer = pl.Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=0, callbacks=[record], **QUIET)
+    trainer.fit(model, dm)
+    assert record.branch_3d_training == {0: False, 1: True}
+    for name, tensor in record.after_epoch_0.items():  # weights and BatchNorm statistics
+        assert torch.equal(tensor, start[name]), name
+    assert _changed(start_2d, model.network.backbone_2d)
+    assert _changed(start, model.network.backbone_3d)
+    assert not any(model.network.frozen.values())
+
+
+def test_permanently_frozen_branch_skips_gradients_but_stays_in_the_optimizer(synthetic_root: Path) -> None:
+    dm = _datamodule(synthetic_root)
+    model = _module(dm, freeze="2d", optimizer="sgd")
+    start = _snapshot(model.network.backbone_2d)
+    assert not any(p.requires_grad for p in model.network.backbone_2d.parameters())
+    trainer = pl.Trainer(max_steps=2, limit_val_batches=0, **QUIET)
+    trainer.fit(model, dm)
+    for name, tensor in model.network.backbone_2d.state_dict().items():
+        assert torch.equal(tensor, start[name]), name
+    optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert {id(p) for p in model.network.backbone_2d.parameters()} <= optimized
+
+
+def test_loss_decreases_on_one_batch(synthetic_root: Path) -> None:
+    dm = _datamodule(synthetic_root, augment=None)
+    model = _module(dm, lr=3e-3, warmup_fraction=0.0, final_lr_fraction=1.0)
+
+    class Losses(pl.Callback):
+        def __init__(self) -> None:
+            self.values: list[float] = []
+
+        def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
+                               index: int) -> None:
+            self.values.append(float(outputs["loss"]))
+
+    losses = Losses()
+    trainer = pl.Trainer(max_steps=20, overfit_batches=1, limit_val_batches=0, callbacks=[losses], **QUIET)
+    trainer.fit(model, dm)
+    first, last = sum(losses.values[:3]) / 3, sum(losses.values[-3:]) / 3
+    assert len(losses.values) == 20 and last < 0.5 * first, losses.values
+
+
+@pytest.mark.parametrize(("model_options", "data_options", "message"), [
+    ({"num_classes_offset": 1}, {}, "num_classes=dm.num_classes"),
+    ({}, {"clip_length": 8}, "clips of 4 frames but the datamodule makes clips of 8"),
+])
+def test_model_and_datamodule_must_agree(synthetic_root: Path, model_options: dict[str, int],
+                                         data_options: dict[str, int], message: str) -> None:
+    dm = _datamodule(synthetic_root, **data_options)
+    num_classes = dm.num_classes + model_options.get("num_classes_offset", 0)
+    model = YOWOModule(num_classes, dm.anchors(5), **TINY)
+    with pytest.raises(ValueError, match=message):
+        pl.Trainer(max_steps=1, **QUIET).fit(model, dm)
+
+
+def test_bad_clips_and_options_raise_clear_errors() -> None:
+    with pytest.raises(ValueError, match="s3d needs clips of at least 5 frames"):
+        YOWOModule(3, **(TINY | {"backbone_3d": "s3d", "width_3d": 1.0}))
+    with pytest.raises(ValueError, match="freeze must be one of"):
+        YOWOModule(3, freeze="head", **TINY)
+    with pytest.raises(ValueError, match="unfreeze_epoch"):
+        YOWOModule(3, unfreeze_epoch=2, **TINY)
+    model = YOWOModule(3, **TINY)
+    with pytest.raises(ValueError, match="built for clips of 4 frames, got 8"):
+        model(torch.zeros(1, 8, 3, 64, 64, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"\(B, T, 3, H, W\)"):
+        model(torch.zeros(1, 3, 4, 64, 64, dtype=torch.uint8))
+    assert model(torch.zeros(2, 4, 3, 64, 64, dtype=torch.uint8)).shape == (2, 5, 2, 2, 8)
+
+
+def test_pretrained_files_load_and_mismatches_name_the_argument_and_layer(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    wider = tmp_path / "resnet18-wider.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in build_backbone3d("resnet18", 0.25).state_dict().items()}},
+               wider)
+    with pytest.raises(ValueError, match=r"pretrained_3d=.*resnet18-wider\.pth.*conv1\.weight has shape"):
+        YOWOModule(3, pretrained_3d=str(wider), **TINY)
+    with pytest.raises(FileNotFoundError, match="pretrained_2d"):
+        YOWOModule(3, pretrained_2d=str(tmp_path / "missing.weights"), **TINY)
+
+    darknet = Darknet19(0.125, out_channels=425)  # a tiny yolo.cfg network, as yolo.weights holds
+    save_darknet_weights(darknet, tmp_path / "yolo.weights")
+    model = YOWOModule(3, pretrained_2d=str(tmp_path / "yolo.weights"), **(TINY | {"channels_2d": None}))
+    theirs = darknet.state_dict()
+    for name, tensor in model.network.backbone_2d.state_dict().items():
+        torch.testing.assert_close(tensor, theirs[name])
+
+    source = YOWOModule(5, **TINY)  # another class count: its prediction conv does not fit
+    torch.save({"state_dict": source.state_dict()}, tmp_path / "yowo5.ckpt")
+    with caplog.at_level(logging.WARNING):
+        model = YOWOModule(3, pretrained_yowo=str(tmp_path / "yowo5.ckpt"), **TINY)
+    assert "re-initialised" in caplog.text
+    torch.testing.assert_close(model.network.backbone_3d.state_dict(), source.network.backbone_3d.state_dict())
+    torch.testing.assert_close(model.network.cfam.state_dict(), source.network.cfam.state_dict())
+
+
+class TrackedClipDataModule(ClipDataModule):
+    """``ClipDataModule`` whose validation batches also carry ``tracks (M,)``, read from the annotations."""
+
+    def val_dataloader(self) -> Any:
+        loader, annotations = super().val_dataloader(), self.annotations
+
+        class WithTracks:
+            def __len__(self) -> int:
+                return len(loader)
+
+            def __iter__(self) -> Iterator[dict[str, Any]]:
+                for batch in loader:
+                    tracks = [torch.from_numpy(annotations.targets(video, int(frame))[2])
+                              for video, frame in zip(batch["videos"], batch["frames"])]
+                    tracks = torch.cat(tracks)
+                    assert len(tracks) == len(batch["targets"])  # validation keeps every box, in order
+                    yield dict(batch, tracks=tracks)
+
+        return WithTracks()
+
+
+def test_perfect_detections_score_one_and_tracks_turn_on_video_map(synthetic_root: Path) -> None:
+    dm = TrackedClipDataModule(synthetic_root, image_size=64, clip_length=4, batch_size=8, num_workers=0)
+    model = _module(dm)
+
+    def ground_truth(batch: dict[str, Any]) -> list[dict[str, Tensor]]:
+        targets = targets_per_image(batch["targets"], len(batch["frames"]))
+        return [dict(t, scores=torch.ones(len(t["labels"]))) for t in targets]
+
+    model.detect = ground_truth  # type: ignore[method-assign]
+    results = pl.Trainer(**QUIET).validate(model, dm, verbose=False)[0]
+    for key in ("val/map", "val/localization_recall", "val/classification_accuracy"):
+        assert results[key] == pytest.approx(1.0), key
+
+    # Video-mAP of the ground truth itself, from the annotations (original pixels: IoUs are the
+    # same after letterboxing): below 1 only where linking splits a fast-moving track.
+    annotations, expected = dm.annotations, VideoMAP(dm.num_classes)
+    for ref in dm.datasets["val"].items:
+        boxes, labels, tracks = (torch.from_numpy(a) for a in annotations.targets(ref.video, ref.frame))
+        expected.update([{"boxes": boxes, "scores": torch.ones(len(labels)), "labels": labels}],
+                        [{"boxes": boxes, "labels": labels, "tracks": tracks}], [video_id(ref.video)], [ref.frame])
+    for key, value in expected.compute().items():
+        if key.startswith("map"):
+            assert results[f"val/video_{key}"] == pytest.approx(float(value), abs=1e-6), key
+    assert results["val/video_map_10"] == pytest.approx(1.0)
