@@ -7,6 +7,7 @@ from restaurant_action.data.synthetic import make_synthetic_dataset
 from restaurant_action.data.video import open_video
 from restaurant_action.errors import DatasetError, VideoDecodeError
 from restaurant_action.lightning.recurrent_yolo import ConvLSTMYOLOModule
+from restaurant_action.lightning.yowo import YOWOModule
 from restaurant_action.lightning.yolov3 import YOLOv3Module
 from restaurant_action.metrics import ClassificationAccuracy, FrameMAP, LocalizationRecall, VideoMAP
 from restaurant_action.models.convlstm import ConvLSTM
@@ -27,6 +28,7 @@ __all__ = [
     "VideoDecodeError",
     "VideoMAP",
     "YOLOv3Module",
+    "YOWOModule",
     "kmeans_anchors",
     "make_synthetic_dataset",
     "open_video",

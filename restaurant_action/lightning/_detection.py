@@ -113,10 +113,11 @@ class DetectionModule(pl.LightningModule):
         result = metric.compute()
         metric.reset()
         scalars = {k: v for k, v in result.items() if v.ndim == 0}
-        self.log_dict({f"{prefix}/{k}": torch.nan_to_num(v.float(), nan=0.0) for k, v in scalars.items()})
+        # The values are already global (the metric syncs itself); sync_dist only tells Lightning so.
+        self.log_dict({f"{prefix}/{k}": torch.nan_to_num(v.float(), nan=0.0) for k, v in scalars.items()}, sync_dist=True)
         for name, ap in zip(self.class_names, result["ap_per_class"].reshape(-1).tolist()):
             if not math.isnan(ap):
-                self.log(f"{prefix}/ap/{metric_key(name)}", ap)
+                self.log(f"{prefix}/ap/{metric_key(name)}", ap, sync_dist=True)
         self.last_metrics = {k: v.detach().cpu() for k, v in result.items()}
 
     def on_validation_epoch_end(self) -> None:
@@ -126,14 +127,25 @@ class DetectionModule(pl.LightningModule):
         self._log_metrics(self.test_map, "test")
 
     # ------------------------------------------------------------------ optimisation
+    def parameter_parts(self) -> dict[str, tuple[list[torch.nn.Parameter], float]]:
+        """Parameters to optimise by part, each with its learning-rate scale.
+
+        The default is one part holding every parameter at scale 1; a model with backbones
+        returns them as their own parts to train them at another rate. Frozen parameters
+        may be included: the optimizer skips a parameter without gradient.
+        """
+        return {"params": (list(self.parameters()), 1.0)}
+
     def configure_optimizers(self) -> dict[str, Any]:
-        """SGD (Nesterov) or AdamW, no weight decay on biases and norms, linear warm-up then cosine."""
+        """AdamW or SGD (Nesterov) over ``parameter_parts`` (no weight decay on biases and norms),
+        linear warm-up then cosine."""
         hp = self.hparams
-        decay, no_decay = [], []
-        for name, parameter in self.named_parameters():
-            if parameter.requires_grad:
-                (decay if parameter.ndim > 1 else no_decay).append(parameter)
-        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = []
+        for name, (params, scale) in self.parameter_parts().items():
+            for suffix, members, decay in (("", [p for p in params if p.ndim > 1], hp.weight_decay),
+                                           ("/no_decay", [p for p in params if p.ndim <= 1], 0.0)):
+                if members:
+                    groups.append({"params": members, "lr": hp.lr * scale, "weight_decay": decay, "name": name + suffix})
         if hp.optimizer == "sgd":
             optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=True)
         else:

@@ -274,35 +274,14 @@ class YOWOModule(DetectionModule):
         self.log_dict({f"train/{name}": value.mean() for name, value in parts.items()})
         return loss
 
-    def optimizer_groups(self) -> list[dict[str, Any]]:
-        """Parameter groups: each part (``backbone_2d``, ``backbone_3d``, ``head``) split into
-        weights (with weight decay) and biases/norm parameters (without); the backbones at
-        ``lr * backbone_lr_scale``. Every parameter is included, frozen ones too, so unfreezing
-        needs no new optimizer (a parameter without gradient is skipped by the optimizer).
+    def parameter_parts(self) -> dict[str, tuple[list[torch.nn.Parameter], float]]:
+        """``backbone_2d`` and ``backbone_3d`` at ``backbone_lr_scale``, the rest (``head``) at 1.
+        Every parameter is included, frozen ones too, so unfreezing needs no new optimizer.
         """
-        hp = self.hparams
         parts = self.network.parameter_groups()
         covered = {id(p) for params in parts.values() for p in params}
         parts["head"] += [p for p in self.parameters() if id(p) not in covered]
-        groups = []
-        for name, params in parts.items():
-            lr = hp.lr * (1.0 if name == "head" else hp.backbone_lr_scale)
-            for suffix, members, decay in (("", [p for p in params if p.ndim > 1], hp.weight_decay),
-                                           ("/no_decay", [p for p in params if p.ndim <= 1], 0.0)):
-                if members:
-                    groups.append({"params": members, "lr": lr, "weight_decay": decay, "name": name + suffix})
-        return groups
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        """The base's optimizer and warm-up + cosine schedule, regrouped by :meth:`optimizer_groups`."""
-        config = super().configure_optimizers()
-        optimizer = config["optimizer"]
-        schedule = config["lr_scheduler"]["scheduler"].lr_lambdas[0]
-        optimizer.param_groups.clear()
-        for group in self.optimizer_groups():
-            optimizer.add_param_group(group)
-        config["lr_scheduler"]["scheduler"] = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return config
+        return {name: (params, 1.0 if name == "head" else self.hparams.backbone_lr_scale) for name, params in parts.items()}
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate_step(self, batch: Mapping[str, Any], stage: str) -> None:
