@@ -141,15 +141,16 @@ class FrameDataset(Dataset):
         return [self._sample(ref, clip) for ref, clip in zip(refs, clips)]
 
     def _sample(self, ref: FrameRef, clip: np.ndarray) -> dict[str, Any]:
-        boxes, labels, _ = self.annotations.targets(ref.video, ref.frame)
+        boxes, labels, tracks = self.annotations.targets(ref.video, ref.frame)
         key = len(clip) - 1
-        out = self.transform(clip, boxes * self.videos.scale(ref.video), labels, np.full(len(labels), key))
+        out = self.transform(clip, boxes * self.videos.scale(ref.video), labels, np.full(len(labels), key), tracks)
         keep = out.box_frames == key
         frames = torch.from_numpy(out.frames).permute(0, 3, 1, 2)
         return {
             "image" if len(clip) == 1 else "clip": frames[0] if len(clip) == 1 else frames,
             "boxes": torch.from_numpy(out.boxes[keep]),
             "labels": torch.from_numpy(out.labels[keep]),
+            "tracks": torch.from_numpy(out.tracks[keep]),
             "video": ref.video,
             "frame": ref.frame,
         }
@@ -194,7 +195,8 @@ def collate_frames(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Returns:
         ``images`` uint8 ``(B, 3, H, W)`` (or ``clips`` ``(B, T, 3, H, W)``), ``targets``
         float32 ``(M, 6)`` rows ``[image_index, class, x1, y1, x2, y2]`` in pixels of the
-        batch images, ``videos`` list of names and ``frames`` int64 ``(B,)``.
+        batch images, ``tracks`` int64 ``(M,)`` (the track id of each target row, for
+        video-mAP), ``videos`` list of names and ``frames`` int64 ``(B,)``.
     """
     key = "image" if "image" in samples[0] else "clip"
     rows = [
@@ -204,6 +206,7 @@ def collate_frames(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         "images" if key == "image" else "clips": torch.stack([s[key] for s in samples]),
         "targets": torch.cat(rows) if rows else torch.zeros(0, 6),
+        "tracks": torch.cat([s["tracks"] for s in samples]).long() if samples else torch.zeros(0, dtype=torch.int64),
         "videos": [s["video"] for s in samples],
         "frames": torch.tensor([s["frame"] for s in samples], dtype=torch.int64),
     }

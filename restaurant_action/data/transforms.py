@@ -51,12 +51,14 @@ class TransformedClip(NamedTuple):
         boxes: float32 ``(K, 4)`` absolute xyxy in the output image.
         labels: int64 ``(K,)`` class ids.
         box_frames: int64 ``(K,)`` index in ``0..T-1`` of the frame each box belongs to.
+        tracks: int64 ``(K,)`` track id of each box.
     """
 
     frames: np.ndarray
     boxes: np.ndarray
     labels: np.ndarray
     box_frames: np.ndarray
+    tracks: np.ndarray
 
 
 class ClipTransform:
@@ -95,7 +97,7 @@ class ClipTransform:
             steps,
             bbox_params=A.BboxParams(
                 format="pascal_voc",
-                label_fields=["labels", "box_frames"],
+                label_fields=["labels", "box_frames", "tracks"],
                 min_visibility=augment.min_visibility if augment else 0.0,
                 clip=True,
                 filter_invalid_bboxes=True,
@@ -116,7 +118,9 @@ class ClipTransform:
         self.compose.set_random_seed(seed)
         self._seeded_pid = os.getpid()
 
-    def __call__(self, frames: np.ndarray, boxes: np.ndarray, labels: np.ndarray, box_frames: np.ndarray) -> TransformedClip:
+    def __call__(
+        self, frames: np.ndarray, boxes: np.ndarray, labels: np.ndarray, box_frames: np.ndarray, tracks: np.ndarray | None = None
+    ) -> TransformedClip:
         """Transform one clip.
 
         Args:
@@ -124,6 +128,7 @@ class ClipTransform:
             boxes: ``(K, 4)`` absolute xyxy in the input frames.
             labels: ``(K,)`` class ids.
             box_frames: ``(K,)`` frame index (``0..T-1``) of each box.
+            tracks: ``(K,)`` track ids (zeros if ``None``).
 
         Returns:
             The transformed clip; boxes follow the image.
@@ -134,10 +139,12 @@ class ClipTransform:
             bboxes=np.asarray(boxes, np.float32).reshape(-1, 4),
             labels=np.asarray(labels),
             box_frames=np.asarray(box_frames),
+            tracks=np.zeros(len(labels), np.int64) if tracks is None else np.asarray(tracks),
         )
         return TransformedClip(
             np.ascontiguousarray(out["images"]),
             np.asarray(out["bboxes"], np.float32).reshape(-1, 4),
             np.asarray(out["labels"], np.float64).astype(np.int64).reshape(-1),
             np.asarray(out["box_frames"], np.float64).astype(np.int64).reshape(-1),
+            np.asarray(out["tracks"], np.float64).astype(np.int64).reshape(-1),
         )

@@ -130,7 +130,7 @@ def test_clip_samples_end_with_the_key_frame_sample(annotations):
 
     sample = clips[0]
 
-    assert set(sample) == {"clip", "boxes", "labels", "video", "frame"}
+    assert set(sample) == {"clip", "boxes", "labels", "tracks", "video", "frame"}
     assert sample["clip"].dtype == torch.uint8 and sample["clip"].shape == (4, 3, SIZE, SIZE)
     assert sample["frame"] == key and sample["video"] == video
     assert torch.equal(sample["clip"][-1], frames[0]["image"])  # key frame last
@@ -166,6 +166,7 @@ def _sample(boxes: list[list[float]], labels: list[int], frame: int, key: str = 
         key: torch.full(shape, fill, dtype=torch.uint8),
         "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
         "labels": torch.tensor(labels, dtype=torch.int64),
+        "tracks": torch.arange(len(labels), dtype=torch.int64) + 10 * frame,
         "video": f"v{frame}",
         "frame": frame,
     }
@@ -205,6 +206,9 @@ def test_collate_real_samples(annotations):
     for i, sample in enumerate(samples):
         rows = batch["targets"][batch["targets"][:, 0] == i]
         assert torch.equal(rows[:, 1].long(), sample["labels"]) and torch.equal(rows[:, 2:], sample["boxes"])
+        assert torch.equal(batch["tracks"][batch["targets"][:, 0] == i], sample["tracks"])
+        expected_tracks = annotations.targets(sample["video"], sample["frame"])[2]
+        assert sorted(sample["tracks"].tolist()) == sorted(expected_tracks.tolist())
 
 
 def test_letterbox_to_frame_inverts_the_letterbox_of_samples(synthetic_root) -> None:
