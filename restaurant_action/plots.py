@@ -110,11 +110,14 @@ def plot_ap_per_class(
     colors = ["#4c72b0" if rank < min(top_k, default=0) else "#55a868" if rank < max(top_k, default=0) else "#8c8c8c" for rank in range(len(order))]
     axes.bar(positions[~missing], shown[~missing], color=[c for c, m in zip(colors, missing) if not m])
     axes.bar(positions[missing], np.ones(missing.sum()), color="none", edgecolor="#bbbbbb", hatch="//", label="no ground truth")
+    # Classes with zero frequency (e.g. no training clip) are never part of a top-k set.
+    ranked = np.asarray(class_counts, np.int64).reshape(-1)[order] > 0 if class_counts is not None else np.ones(len(order), bool)
     for k in sorted(set(int(k) for k in top_k)):
         if k < len(order):
             axes.axvline(k - 0.5, color="black", linestyle="--", linewidth=1)
             axes.text(k - 0.45, 1.02, f"top-{k}", fontsize=8, va="bottom")
-        mean = np.nanmean(shown[:k]) if np.any(~missing[:k]) else math.nan
+        in_top = ranked[:k] & ~missing[:k]
+        mean = float(np.mean(shown[:k][in_top])) if in_top.any() else math.nan
         axes.plot([], [], " ", label=f"mean AP top-{k}: {mean:.3f}")
     axes.set_xticks(positions, [names[c] for c in order], rotation=75, ha="right", fontsize=7)
     axes.set_ylim(0, 1.1)

@@ -67,3 +67,25 @@ def test_save_annotated_frames_grid(tmp_path):
     assert is_png(path)
     with pytest.raises(ValueError, match="need boxes and labels"):
         plots.save_annotated_frames(frames, boxes[:2], labels, tmp_path / "bad.png")
+
+
+def test_top_k_means_skip_classes_without_frequency(tmp_path) -> None:
+    """A class with zero frequency (no training clip) sorts last and never enters a top-k mean."""
+    import matplotlib.pyplot as plt
+
+    from restaurant_action.plots import plot_ap_per_class
+
+    captured = {}
+    original = plt.Axes.legend
+
+    def keep_labels(self, *args, **kwargs):
+        captured["labels"] = [h.get_label() for h in self.get_legend_handles_labels()[0]]
+        return original(self, *args, **kwargs)
+
+    plt.Axes.legend = keep_labels
+    try:
+        plot_ap_per_class([0.8, 0.4, 0.0], tmp_path / "ap.png", ["a", "b", "c"], [3, 2, 0], top_k=(2, 24))
+    finally:
+        plt.Axes.legend = original
+    assert "mean AP top-2: 0.600" in captured["labels"]
+    assert "mean AP top-24: 0.600" in captured["labels"]
