@@ -155,7 +155,7 @@ class VideoDataModule(pl.LightningDataModule):
 
     def anchors(self, k: int) -> list[list[float]]:
         """``k`` anchors ``[[w, h], ...]`` in pixels at ``image_size``, ascending by area."""
-        return self.anchor_fit(k).anchors.round(2).tolist()
+        return np.round(self.anchor_fit(k).anchors.astype(np.float64), 2).tolist()
 
     def top_classes(self, k: int) -> list[int]:
         """The ``k`` classes with the most training clips (action instances), most first."""

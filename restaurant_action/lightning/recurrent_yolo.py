@@ -12,7 +12,7 @@ from torch import Tensor
 from restaurant_action.lightning._detection import DetectionModule
 from restaurant_action.lightning.yolov3 import yolo_decode, yolo_loss
 from restaurant_action.models.recurrent_yolo import ConvLSTMYOLO, RecurrentState
-from restaurant_action.models.yolov3 import COCO_ANCHORS
+from restaurant_action.models.yolov3 import COCO_ANCHORS, check_anchors
 
 logger = logging.getLogger(__name__)
 
@@ -22,17 +22,18 @@ def sequence_targets_to_frames(targets: Tensor, steps: int) -> Tensor:
     return torch.cat([(targets[:, :1] * steps + targets[:, 1:2]), targets[:, 2:]], 1)
 
 
-def yolov3_weights_from_checkpoint(path: str | Path) -> dict[str, Tensor]:
-    """The ``YOLOv3`` state dict inside a ``YOLOv3Module`` checkpoint (keys ``network.*``)."""
+def read_yolov3_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], list[list[float]] | None]:
+    """The ``YOLOv3`` state dict inside a ``YOLOv3Module`` checkpoint (keys ``network.*``) and
+    the anchors it was trained with (``None`` when the checkpoint holds no hyperparameters)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: YOLOv3 checkpoint not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = checkpoint.get("state_dict", checkpoint)
     weights = {k[len("network."):]: v for k, v in state.items() if k.startswith("network.")}
     if not weights:
         raise ValueError(f"{path}: no 'network.*' weights: not a YOLOv3Module checkpoint")
-    return weights
+    return weights, checkpoint.get("hyper_parameters", {}).get("anchors")
 
 
 class ConvLSTMYOLOModule(DetectionModule):
@@ -46,7 +47,8 @@ class ConvLSTMYOLOModule(DetectionModule):
 
     Args:
         num_classes: number of action classes.
-        anchors: ``(9, 2)`` anchors in pixels (``dm.anchors(9)``); ``None``: COCO's.
+        anchors: ``(9, 2)`` anchors in pixels (``dm.anchors(9)``); ``None``: the ported
+            checkpoint's, else COCO's. Anchors that differ from the ported checkpoint's raise.
         width, depth: YOLOv3 multipliers (must match a ported checkpoint).
         yolov3_checkpoint: a ``YOLOv3Module`` checkpoint whose network is ported (the
             ConvLSTMs start as the identity, so the model starts as that YOLOv3).
@@ -78,12 +80,26 @@ class ConvLSTMYOLOModule(DetectionModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes, **kwargs)
+        ported: dict[str, Tensor] | None = None
+        if yolov3_checkpoint:
+            # The anchors are not in the state dict: a ported model must keep its YOLOv3's.
+            ported, ported_anchors = read_yolov3_checkpoint(yolov3_checkpoint)
+            if anchors is None and ported_anchors is not None:
+                anchors = ported_anchors
+                self.hparams.anchors = anchors
+            elif ported_anchors is not None and not torch.allclose(
+                check_anchors(anchors if anchors is not None else COCO_ANCHORS), check_anchors(ported_anchors), atol=1e-3
+            ):
+                raise ValueError(
+                    f"{yolov3_checkpoint}: the YOLOv3 was trained with anchors {ported_anchors}, not {anchors}; "
+                    "pass anchors=None to use the checkpoint's"
+                )
         self.network = ConvLSTMYOLO(
             num_classes, anchors if anchors is not None else COCO_ANCHORS, width, depth, placement, hidden_ratio,
             kernel_size, num_layers, lstm_dropout, norm,
         )
-        if yolov3_checkpoint:
-            self.network.load_yolov3(yolov3_weights_from_checkpoint(yolov3_checkpoint))
+        if ported is not None:
+            self.network.load_yolov3(ported)
         self._state: dict[str, RecurrentState | None] = {"train": None, "val": None, "test": None}
 
     def forward(self, frames: Tensor, state: RecurrentState | None = None) -> tuple[list[Tensor], RecurrentState]:

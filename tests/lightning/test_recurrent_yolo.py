@@ -82,6 +82,13 @@ def test_ported_checkpoint_and_frozen_epochs(synthetic_root: Path, tmp_path: Pat
     module = ConvLSTMYOLOModule(5, COCO_ANCHORS, yolov3_checkpoint=str(path), freeze_ported_epochs=1, **TINY)
     for key, value in yolo_module.network.state_dict().items():
         torch.testing.assert_close(module.network.yolo.state_dict()[key], value)
+    with_anchors = tmp_path / "anchored.ckpt"
+    anchors = [[float(3 + i), float(4 + 2 * i)] for i in range(9)]
+    torch.save({"state_dict": yolo_module.state_dict(), "hyper_parameters": {"anchors": anchors}}, with_anchors)
+    ported = ConvLSTMYOLOModule(5, None, yolov3_checkpoint=str(with_anchors), **TINY)
+    torch.testing.assert_close(ported.network.anchors, torch.tensor(anchors))
+    with pytest.raises(ValueError, match="trained with anchors"):
+        ConvLSTMYOLOModule(5, COCO_ANCHORS, yolov3_checkpoint=str(with_anchors), **TINY)
     with pytest.raises(ValueError, match="not a YOLOv3Module checkpoint"):
         torch.save({"state_dict": {"other.weight": torch.zeros(1)}}, tmp_path / "bad.ckpt")
         ConvLSTMYOLOModule(5, COCO_ANCHORS, yolov3_checkpoint=str(tmp_path / "bad.ckpt"), **TINY)
