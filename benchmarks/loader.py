@@ -55,10 +55,11 @@ class PILFrameFolderDataset(Dataset):
         image = Image.open(self.frames_root / ref.video / f"{ref.frame + 1:05d}.jpg").convert("RGB")
         scale = IMAGE_SIZE / max(image.size)
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
-        boxes, labels, _ = self.annotations.targets(ref.video, ref.frame)
-        out = self.transform(np.asarray(image)[None], boxes * scale, labels, np.zeros(len(labels)))
+        boxes, labels, tracks = self.annotations.targets(ref.video, ref.frame)
+        out = self.transform(np.asarray(image)[None], boxes * scale, labels, np.zeros(len(labels)), tracks)
         return {"image": torch.from_numpy(out.frames[0]).permute(2, 0, 1), "boxes": torch.from_numpy(out.boxes),
-                "labels": torch.from_numpy(out.labels), "video": ref.video, "frame": ref.frame}
+                "labels": torch.from_numpy(out.labels), "tracks": torch.from_numpy(out.tracks), "video": ref.video,
+                "frame": ref.frame}
 
 
 def drain(loader: DataLoader) -> float:

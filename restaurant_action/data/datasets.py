@@ -58,11 +58,19 @@ def letterbox_to_frame(boxes: np.ndarray, frame_size: tuple[int, int], image_siz
 class _VideoFrames:
     """Per-video sources decoding at the letterbox size, opened lazily in each process."""
 
-    def __init__(self, annotations: ActionAnnotations, image_size: tuple[int, int], cache_dir: str | Path | None, decode_threads: int) -> None:
+    def __init__(
+        self,
+        annotations: ActionAnnotations,
+        image_size: tuple[int, int],
+        cache_dir: str | Path | None,
+        decode_threads: int,
+        wanted: dict[str, np.ndarray] | None = None,
+    ) -> None:
         self.annotations = annotations
         self.image_size = image_size
         self.cache_dir = cache_dir
         self.decode_threads = decode_threads
+        self.wanted = wanted or {}
         self._sources: dict[str, VideoSource] = {}
 
     def scale(self, video: str) -> float:
@@ -74,7 +82,9 @@ class _VideoFrames:
             info = self.annotations.videos[video]
             scale = self.scale(video)
             size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
-            self._sources[video] = open_video(info.path, size, self.decode_threads, self.cache_dir, fps=info.fps)
+            self._sources[video] = open_video(
+                info.path, size, self.decode_threads, self.cache_dir, fps=info.fps, fill_frames=self.wanted.get(video)
+            )
         return self._sources[video]
 
     def decode(self, requests: Sequence[tuple[str, np.ndarray]]) -> list[np.ndarray]:
@@ -122,7 +132,14 @@ class FrameDataset(Dataset):
         self.items = list(items)
         self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         self.transform = transform or ClipTransform(self.image_size)
-        self.videos = _VideoFrames(annotations, self.image_size, cache_dir, decode_threads)
+        self.videos = _VideoFrames(annotations, self.image_size, cache_dir, decode_threads, self.wanted_frames())
+
+    def wanted_frames(self) -> dict[str, np.ndarray]:
+        """Every frame this dataset can ask for, per video (what a frame cache should keep)."""
+        frames: dict[str, list[np.ndarray]] = defaultdict(list)
+        for ref in self.items:
+            frames[ref.video].append(self.clip_indices(ref))
+        return {video: np.unique(np.concatenate(chunks)) for video, chunks in frames.items()}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -180,9 +197,9 @@ class ClipDataset(FrameDataset):
     ) -> None:
         if clip_length < 1 or frame_stride < 1:
             raise ValueError(f"clip_length and frame_stride must be ≥ 1, got {clip_length} and {frame_stride}")
-        super().__init__(annotations, items, image_size, transform, cache_dir, decode_threads)
         self.clip_length = clip_length
         self.frame_stride = frame_stride
+        super().__init__(annotations, items, image_size, transform, cache_dir, decode_threads)
 
     def clip_indices(self, ref: FrameRef) -> np.ndarray:
         offsets = (np.arange(self.clip_length) - (self.clip_length - 1)) * self.frame_stride

@@ -245,12 +245,16 @@ class CachedVideo(VideoSource):
         source: the decoding source (its ``size`` is the cached size).
         cache_dir: folder for the cache files.
         fill_window: frames decoded together on a miss (aligned to multiples of it).
+        fill_frames: if given, a window fill stores only these frames (and the ones asked for):
+            the decoder still passes over the others, as the codec requires, but skips their
+            colour conversion and resizing. Datasets pass the frames they will ever ask for.
     """
 
-    def __init__(self, source: VideoSource, cache_dir: str | Path, fill_window: int = 64) -> None:
+    def __init__(self, source: VideoSource, cache_dir: str | Path, fill_window: int = 64, fill_frames: np.ndarray | None = None) -> None:
         super().__init__(source.path, source.size_request)
         self.source = source
         self.fill_window = max(1, fill_window)
+        self.fill_frames = None if fill_frames is None else np.unique(np.asarray(fill_frames, np.int64))
         self.cache_dir = Path(cache_dir)
         self._frames: np.memmap | None = None
         self._filled: np.memmap | None = None
@@ -298,6 +302,8 @@ class CachedVideo(VideoSource):
                     length = min(self.fill_window, self.num_frames - int(start))
                     fcntl.lockf(lock, fcntl.LOCK_EX, length, int(start))
                     window = np.arange(start, start + length)
+                    if self.fill_frames is not None:
+                        window = window[np.isin(window, self.fill_frames) | np.isin(window, missing)]
                     window = window[filled[window] == 0]
                     if window.size:
                         frames[window] = self.source.frames(window)
@@ -317,6 +323,7 @@ def open_video(
     num_threads: int = 1,
     cache_dir: str | Path | None = None,
     fps: float = 30.0,
+    fill_frames: np.ndarray | None = None,
 ) -> VideoSource:
     """Open a video file (decord) or a frame folder, optionally behind a resized-frame cache.
 
@@ -325,6 +332,8 @@ def open_video(
         size: output ``(width, height)``; ``None`` keeps the native size.
         num_threads: decoder threads for video files.
         cache_dir: if given, frames are cached there as uint8 memmaps after first decode.
+        fill_frames: with a cache, the frames worth storing when a window is filled (see
+            ``CachedVideo``); ``None`` stores whole windows.
         fps: frame rate reported for frame folders.
 
     Returns:
@@ -338,7 +347,7 @@ def open_video(
         source = DecordVideo(path, size, num_threads)
     else:
         raise VideoDecodeError(path, "video not found (neither a video file nor a frame folder)")
-    return CachedVideo(source, cache_dir) if cache_dir is not None else source
+    return CachedVideo(source, cache_dir, fill_frames=fill_frames) if cache_dir is not None else source
 
 
 def find_video(videos_dir: str | Path, name: str) -> Path:

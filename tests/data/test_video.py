@@ -414,3 +414,12 @@ def test_cached_source_pickles_and_fills_from_two_workers(pattern_video, tmp_pat
     clone = pickle.loads(pickle.dumps(source))
     assert clone._frames is None and clone.source._reader is None
     np.testing.assert_array_equal(clone.frames([1, 100]), uncached[[1, 100]])
+
+
+def test_a_cache_with_fill_frames_stores_only_those_and_the_asked(pattern_video, tmp_path):
+    source = open_video(pattern_video.path, size=(32, 24), cache_dir=tmp_path / "cache", fill_frames=np.array([1, 3, 5]))
+    uncached = open_video(pattern_video.path, size=(32, 24)).frames(np.arange(8))
+    np.testing.assert_array_equal(source.frames([6]), uncached[[6]])
+    filled = np.fromfile(source._paths()[1], np.uint8)
+    assert np.flatnonzero(filled).tolist() == [1, 3, 5, 6]
+    np.testing.assert_array_equal(source.frames([3, 0]), uncached[[3, 0]])
