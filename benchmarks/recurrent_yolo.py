@@ -53,6 +53,7 @@ from torch import Tensor
 from restaurant_action.models.losses import yolov3_loss
 from restaurant_action.models.recurrent_yolo import ConvLSTMYOLO, RecurrentState
 from restaurant_action.models.yolov3 import COCO_ANCHORS, YOLOv3
+from yolov3 import training_step_fn  # benchmarks/yolov3.py: the same YOLOv3 training step
 
 NUM_CLASSES = 24
 WIDTH, DEPTH = 0.125, 0.34
@@ -68,19 +69,6 @@ def random_targets(frames: int, image_size: int, boxes_per_frame: int = 3, seed:
     frame_index = torch.arange(frames).repeat_interleave(boxes_per_frame).float()
     classes = torch.randint(0, NUM_CLASSES, (count,), generator=generator).float()
     return torch.cat([frame_index[:, None], classes[:, None], corner, corner + size], dim=1)
-
-
-def yolov3_step_fn(model: YOLOv3, images: Tensor, targets: Tensor) -> Callable[[], None]:
-    """One YOLOv3 training step on ``images (N, 3, S, S)``."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.937, nesterov=True)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss, _ = yolov3_loss(model(images), targets, model.anchors, model.strides)
-        loss.mean().backward()
-        optimizer.step()
-
-    return step
 
 
 def recurrent_step_fn(model: ConvLSTMYOLO, frames: Tensor, targets: Tensor) -> Callable[[], None]:
@@ -109,7 +97,7 @@ def per_frame_comparison(image_size: int, lanes: int, steps: int, repeats: int) 
     torch.manual_seed(0)
     frames = torch.rand(lanes, steps, 3, image_size, image_size)
     targets = random_targets(frames_per_step, image_size)
-    variants = {f"YOLOv3, batch {frames_per_step}": yolov3_step_fn(
+    variants = {f"YOLOv3, batch {frames_per_step}": training_step_fn(
         YOLOv3(NUM_CLASSES, COCO_ANCHORS, WIDTH, DEPTH).train(), frames.flatten(0, 1), targets)}
     for placement in ("head", "neck"):
         model = ConvLSTMYOLO(NUM_CLASSES, COCO_ANCHORS, WIDTH, DEPTH, placement=placement).train()
