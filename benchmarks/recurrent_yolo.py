@@ -53,22 +53,11 @@ from torch import Tensor
 from restaurant_action.models.losses import yolov3_loss
 from restaurant_action.models.recurrent_yolo import ConvLSTMYOLO, RecurrentState
 from restaurant_action.models.yolov3 import COCO_ANCHORS, YOLOv3
-from yolov3 import training_step_fn  # benchmarks/yolov3.py: the same YOLOv3 training step
+from yolov3 import random_targets, training_step_fn  # benchmarks/yolov3.py: the same targets and training step
 
 NUM_CLASSES = 24
 WIDTH, DEPTH = 0.125, 0.34
 RATIO_GOAL = 1.3
-
-
-def random_targets(frames: int, image_size: int, boxes_per_frame: int = 3, seed: int = 0) -> Tensor:
-    """``(frames·boxes_per_frame, 6)`` rows ``[frame_index, class, x1, y1, x2, y2]``, boxes of 8–64 px."""
-    generator = torch.Generator().manual_seed(seed)
-    count = frames * boxes_per_frame
-    size = torch.empty(count, 2).uniform_(8, 64, generator=generator)
-    corner = torch.rand(count, 2, generator=generator) * (image_size - size)
-    frame_index = torch.arange(frames).repeat_interleave(boxes_per_frame).float()
-    classes = torch.randint(0, NUM_CLASSES, (count,), generator=generator).float()
-    return torch.cat([frame_index[:, None], classes[:, None], corner, corner + size], dim=1)
 
 
 def recurrent_step_fn(model: ConvLSTMYOLO, frames: Tensor, targets: Tensor) -> Callable[[], None]:
@@ -96,7 +85,7 @@ def per_frame_comparison(image_size: int, lanes: int, steps: int, repeats: int) 
     frames_per_step = lanes * steps
     torch.manual_seed(0)
     frames = torch.rand(lanes, steps, 3, image_size, image_size)
-    targets = random_targets(frames_per_step, image_size)
+    targets = random_targets(frames_per_step, image_size, min_size=8, max_size=64)
     variants = {f"YOLOv3, batch {frames_per_step}": training_step_fn(
         YOLOv3(NUM_CLASSES, COCO_ANCHORS, WIDTH, DEPTH).train(), frames.flatten(0, 1), targets)}
     for placement in ("head", "neck"):

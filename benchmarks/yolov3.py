@@ -74,11 +74,12 @@ class Timing:
     cpu: float
 
 
-def random_targets(batch: int, image_size: int, boxes_per_image: int = 3, seed: int = 0) -> Tensor:
-    """``(batch·boxes_per_image, 6)`` rows ``[image_index, class, x1, y1, x2, y2]``, boxes of 16–128 px."""
+def random_targets(batch: int, image_size: int, boxes_per_image: int = 3, seed: int = 0,
+                   min_size: float = 16, max_size: float = 128) -> Tensor:
+    """``(batch·boxes_per_image, 6)`` rows ``[image_index, class, x1, y1, x2, y2]``, boxes of ``min_size``–``max_size`` px."""
     generator = torch.Generator().manual_seed(seed)
     count = batch * boxes_per_image
-    size = torch.empty(count, 2).uniform_(16, 128, generator=generator)
+    size = torch.empty(count, 2).uniform_(min_size, max_size, generator=generator)
     corner = torch.rand(count, 2, generator=generator) * (image_size - size)
     image_index = torch.arange(batch).repeat_interleave(boxes_per_image).float()
     classes = torch.randint(0, NUM_CLASSES, (count,), generator=generator).float()

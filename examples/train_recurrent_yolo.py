@@ -28,7 +28,6 @@ import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
@@ -37,15 +36,6 @@ import restaurant_action as ra
 from train_yolov3 import add_trainer_arguments, ddp_strategy, fit_yolov3
 
 logger = logging.getLogger("train_recurrent_yolo")
-
-
-def checkpoint_anchors(path: Path) -> list[list[float]]:
-    """The ``(9, 2)`` anchors a ``YOLOv3Module`` checkpoint was trained with (its hyper-parameters)."""
-    hyper_parameters = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
-    anchors = hyper_parameters.get("anchors")
-    if anchors is None:
-        raise ValueError(f"{path}: the checkpoint records no anchors; is it a YOLOv3Module checkpoint?")
-    return [list(map(float, anchor)) for anchor in anchors]
 
 
 def fit_recurrent_yolo(
@@ -79,7 +69,7 @@ def fit_recurrent_yolo(
     dm = ra.SequenceDataModule(root, image_size=image_size, lanes=lanes, steps=steps, num_workers=num_workers,
                                seed=seed, cache_dir=cache_dir)
     model = ra.ConvLSTMYOLOModule(
-        dm.num_classes, anchors=checkpoint_anchors(yolov3_checkpoint), width=width, depth=depth,
+        dm.num_classes, width=width, depth=depth,
         yolov3_checkpoint=str(yolov3_checkpoint), freeze_ported_epochs=freeze_ported_epochs,
         class_names=dm.classes, class_ranking=dm.top_classes(24), optimizer="adamw", lr=lr, ema_decay=ema_decay,
     )
