@@ -14,7 +14,7 @@ import math
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -377,20 +377,34 @@ def _draw_worker(image: np.ndarray, scene: _Scene, worker: _Worker, w: int, f: i
     return (array[:, 0].min() - pad, array[:, 1].min() - pad, array[:, 2].max() + pad, array[:, 3].max() + pad)
 
 
-def _class_slots(rng: np.random.Generator, num_slots: int) -> list[int]:
-    """Class of every action slot: counts proportional to the weights (each class at least once), shuffled.
+def _class_slots(rng: np.random.Generator, num_slots: int, spec_indices: list[int], long_tail: bool) -> list[int]:
+    """Action (index into ``ACTIONS``) of every slot: counts proportional to the weights, each at least once, shuffled.
 
     Counts are set over the whole dataset, so the long tail holds exactly: with 140 slots the
-    most frequent class (weight 10) gets 25 clips and the rarest (weight 0.6) gets 1.
+    most frequent class (weight 10) gets 25 clips and the rarest (weight 0.6) gets 1. Without
+    the long tail every action gets the same weight.
     """
-    weights = np.array([spec.weight for spec in ACTIONS])
+    weights = np.array([ACTIONS[i].weight if long_tail else 1.0 for i in spec_indices])
     counts = np.maximum(1, np.floor(weights / weights.sum() * num_slots)).astype(int)
     remainder = num_slots - counts.sum()
     order = np.argsort(-weights)
     counts[order[: max(0, remainder)]] += 1
-    slots = np.repeat(np.arange(len(ACTIONS)), counts)
+    slots = np.repeat(np.array(spec_indices), counts)
     rng.shuffle(slots)
     return slots.tolist()
+
+
+def _spec_indices(actions: Sequence[str] | None) -> list[int]:
+    """Indices into ``ACTIONS`` of the named actions (all of them for ``None``), in ``ACTIONS`` order."""
+    if actions is None:
+        return list(range(len(ACTIONS)))
+    names = [spec.name for spec in ACTIONS]
+    unknown = sorted(set(actions) - set(names))
+    if unknown:
+        raise ValueError(f"unknown synthetic actions {unknown}; the generator draws {names}")
+    if not actions:
+        raise ValueError("actions is empty: name at least one synthetic action")
+    return [i for i, name in enumerate(names) if name in set(actions)]
 
 
 def make_synthetic_dataset(
@@ -402,6 +416,8 @@ def make_synthetic_dataset(
     seed: int = 0,
     workers: int = 2,
     object_scale: float = 1.0,
+    actions: Sequence[str] | None = None,
+    long_tail: bool = True,
 ) -> ActionAnnotations:
     """Generate the synthetic restaurant dataset in the canonical layout.
 
@@ -420,6 +436,10 @@ def make_synthetic_dataset(
         object_scale: size of workers, hands and tools relative to the default (1.0: a hand
             with its tool spans about 12×20 px of a 320×180 frame); larger values suit
             training at low resolution on a CPU.
+        actions: draw only these actions (names from ``ACTIONS``; ``classes.txt`` lists only
+            them, in ``ACTIONS`` order); all 13 by default.
+        long_tail: counts follow the actions' long-tailed weights (default); ``False`` draws
+            every action equally often, for experiments that need each class well represented.
 
     Returns:
         The loaded, validated annotations.
@@ -430,7 +450,8 @@ def make_synthetic_dataset(
     names = [f"cam{index % len(VIEWS)}_{index:03d}" for index in range(num_videos)]
     video_seeds = [int(s) for s in rng.integers(0, 2**31, num_videos)]
     timelines = [_plan_timelines(np.random.default_rng(s), frames_per_video) for s in video_seeds]
-    slots = iter(_class_slots(rng, sum(len(spells) for video in timelines for spells in video)))
+    spec_indices = _spec_indices(actions)
+    slots = iter(_class_slots(rng, sum(len(spells) for video in timelines for spells in video), spec_indices, long_tail))
     classes = [[[next(slots) for _ in spells] for spells in video] for video in timelines]
     tasks = [
         (root / "videos" / f"{name}.mp4", index % len(VIEWS), frames_per_video, tuple(size), fps, video_seeds[index] + 1,
@@ -443,7 +464,7 @@ def make_synthetic_dataset(
             results = list(pool.map(render, tasks))
     else:
         results = [render(task) for task in tasks]
-    (root / "classes.txt").write_text("".join(f"{spec.name}\n" for spec in ACTIONS), encoding="utf-8")
+    (root / "classes.txt").write_text("".join(f"{ACTIONS[i].name}\n" for i in spec_indices), encoding="utf-8")
     lines = ["video,frame,x1,y1,x2,y2,action,track"]
     for name, rows in zip(names, results):
         lines += [f"{name},{f},{x1:.2f},{y1:.2f},{x2:.2f},{y2:.2f},{ACTIONS[c].name},{t}" for f, x1, y1, x2, y2, c, t in rows]

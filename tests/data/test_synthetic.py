@@ -32,6 +32,7 @@ card; Operating fivestar; Operating POS; Giving tip; Using a cell phone; Put ite
 meal using hands; Put drink down; Put gloves on; Roll a sushi burrito; Operating cash drawer; Put sauce down; Pick up
 side; Pick up bowl/roll; Put bowl/roll down; Pick side down; Hand item to customer; Other payment"""
 STUDY_NAMES = {" ".join(name.split()).replace("/", " or ") for name in STUDY_ACTIONS.split(";")}
+ALL = list(range(len(ACTIONS)))
 SMALL = {"num_videos": 2, "frames_per_video": 150, "size": (96, 64), "workers": 1}
 
 
@@ -109,7 +110,7 @@ def test_hard_pairs_and_appearance_actions_are_classes():
 def test_class_slots_follow_the_weights_with_a_long_tail():
     weights = np.array([spec.weight for spec in ACTIONS])
 
-    counts = np.bincount(_class_slots(np.random.default_rng(0), 140), minlength=len(ACTIONS))
+    counts = np.bincount(_class_slots(np.random.default_rng(0), 140, ALL, long_tail=True), minlength=len(ACTIONS))
 
     assert counts.sum() == 140 and counts.min() >= 1
     # floor(weight / 57.6 * 140), at least 1, plus the 7 left over to the 7 heaviest classes
@@ -121,10 +122,37 @@ def test_class_slots_follow_the_weights_with_a_long_tail():
 
 
 def test_class_slots_are_a_seeded_shuffle():
-    a = _class_slots(np.random.default_rng(5), 300)
-    assert a == _class_slots(np.random.default_rng(5), 300)
-    assert a != _class_slots(np.random.default_rng(6), 300)
-    assert sorted(a) == sorted(_class_slots(np.random.default_rng(6), 300))
+    a = _class_slots(np.random.default_rng(5), 300, ALL, long_tail=True)
+    assert a == _class_slots(np.random.default_rng(5), 300, ALL, long_tail=True)
+    assert a != _class_slots(np.random.default_rng(6), 300, ALL, long_tail=True)
+    assert sorted(a) == sorted(_class_slots(np.random.default_rng(6), 300, ALL, long_tail=True))
+
+
+def test_class_slots_without_the_long_tail_are_balanced_over_the_chosen_actions():
+    chosen = [0, 4, 12]
+
+    counts = np.bincount(_class_slots(np.random.default_rng(0), 31, chosen, long_tail=False), minlength=len(ACTIONS))
+
+    assert counts[chosen].tolist() == [11, 10, 10]
+    assert counts.sum() == 31
+
+
+def test_a_subset_of_actions_is_drawn_and_listed_in_the_classes_file(tmp_path):
+    chosen = [APPEARANCE_ACTIONS[0], *MOTION_ONLY_PAIRS[0]]
+
+    annotations = make_synthetic_dataset(tmp_path / "subset", actions=chosen, long_tail=False, **SMALL)
+
+    names = [spec.name for spec in ACTIONS]
+    assert annotations.classes == sorted(chosen, key=names.index)
+    counts = annotations.class_counts("tracks")
+    assert counts.min() >= 1 and counts.max() - counts.min() <= 1
+
+
+def test_unknown_or_no_actions_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown synthetic actions.*'Juggling'"):
+        make_synthetic_dataset(tmp_path / "bad", actions=["Juggling"], **SMALL)
+    with pytest.raises(ValueError, match="actions is empty"):
+        make_synthetic_dataset(tmp_path / "none", actions=[], **SMALL)
 
 
 def test_generated_clips_have_a_long_tail(synthetic_medium):
