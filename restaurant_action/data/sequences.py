@@ -256,6 +256,34 @@ class SequenceDataset(Dataset):
         return self.transform(decoded, np.concatenate(boxes), np.concatenate(labels), np.concatenate(box_frames))
 
 
+def sequence_batch_as_frames(batch: dict[str, Any]) -> dict[str, Any]:
+    """The valid frames of a sequence batch as a frame batch, for frame models fed the same stream.
+
+    Args:
+        batch: a ``SequenceDataModule`` batch: ``frames`` ``(B, T, 3, S, S)``, ``valid`` ``(B, T)``,
+            ``targets`` ``(M, 7)`` ``[lane, t, class, x1, y1, x2, y2]``, ``videos``, ``frame_indices``.
+
+    Returns:
+        ``images`` ``(N, 3, S, S)`` (the ``N`` valid frames, lane-major), ``targets`` ``(M, 6)``
+        ``[image_index, class, x1, y1, x2, y2]``, ``videos`` (N names) and ``frames`` ``(N,)``
+        video frame indices, as ``FrameDataModule`` batches hold them.
+    """
+    valid = batch["valid"].flatten()
+    steps = batch["valid"].shape[1]
+    position = torch.cumsum(valid.long(), 0) - 1
+    targets = batch["targets"]
+    flat_index = (targets[:, 0] * steps + targets[:, 1]).long()
+    keep = valid[flat_index]
+    images = batch["frames"].flatten(0, 1)[valid]
+    lanes = valid.nonzero().flatten() // steps
+    return {
+        "images": images,
+        "targets": torch.cat([position[flat_index[keep]].to(targets.dtype)[:, None], targets[keep, 2:]], 1),
+        "videos": [batch["videos"][lane] for lane in lanes.tolist()],
+        "frames": batch["frame_indices"].flatten()[valid],
+    }
+
+
 class SequenceSampler(DistributedSampler):
     """Yields this rank's ``StepKey``s in order; a ``DistributedSampler`` so Lightning keeps it under DDP.
 

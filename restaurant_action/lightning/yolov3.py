@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from restaurant_action.data.sequences import sequence_batch_as_frames
 from restaurant_action.lightning._detection import DetectionModule
 from restaurant_action.models.darknet import load_darknet_weights
 from restaurant_action.models.losses import yolov3_loss
@@ -67,11 +68,18 @@ def yolo_decode(hparams: Mapping[str, Any], network: torch.nn.Module, outputs: S
     )
 
 
+def as_frame_batch(batch: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A frame batch as it is; a sequence batch (``frames`` ``(B, T, 3, S, S)``) as its valid frames."""
+    return sequence_batch_as_frames(dict(batch)) if "frames" in batch and "valid" in batch else batch
+
+
 class YOLOv3Module(DetectionModule):
     """YOLOv3 (Darknet-53, three scales, nine anchors) trained frame by frame.
 
     Batches are ``FrameDataModule`` dicts: ``images`` uint8 ``(B, 3, S, S)``, ``targets``
-    ``(M, 6)`` ``[image_index, class, x1, y1, x2, y2]`` pixels.
+    ``(M, 6)`` ``[image_index, class, x1, y1, x2, y2]`` pixels. ``SequenceDataModule`` batches
+    are taken too (their valid frames, as independent images), so the frame model can be
+    trained and evaluated on exactly the stream a ConvLSTM-YOLO sees.
 
     Args:
         num_classes: number of action classes (``dm.num_classes``).
@@ -112,6 +120,7 @@ class YOLOv3Module(DetectionModule):
         return yolo_loss(self.hparams, self.network, outputs, targets)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        batch = as_frame_batch(batch)
         per_frame, parts = self.loss(self(batch["images"]), batch["targets"])
         loss = per_frame.mean()
         self.log("train/loss", loss, prog_bar=True)
@@ -123,7 +132,10 @@ class YOLOv3Module(DetectionModule):
         return yolo_decode(self.hparams, self.network, outputs)
 
     def detect(self, batch: Mapping[str, Any]) -> list[dict[str, Tensor]]:
-        return self.decode(self(batch["images"]))
+        return self.decode(self(as_frame_batch(batch)["images"]))
+
+    def _evaluate(self, metric: Any, batch: Mapping[str, Any]) -> None:
+        super()._evaluate(metric, as_frame_batch(batch))
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Tensor]]:
         return self.detect(batch)

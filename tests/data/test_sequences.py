@@ -15,6 +15,7 @@ from restaurant_action.data.sequences import (
     clip_steps,
     epoch_capacity,
     lane_schedule,
+    sequence_batch_as_frames,
 )
 
 
@@ -152,3 +153,22 @@ def test_sampler_is_a_distributed_sampler_so_lightning_keeps_it(synthetic_root) 
     assert isinstance(loader, SequenceDataLoader)
     assert isinstance(loader.sampler, torch.utils.data.DistributedSampler)
     assert len(loader) == len(list(loader.sampler))
+
+
+def test_a_sequence_batch_as_frames_keeps_the_valid_frames_and_their_targets() -> None:
+    frames = torch.arange(2 * 3, dtype=torch.uint8).reshape(2, 3, 1, 1, 1).expand(2, 3, 3, 4, 4).clone()
+    valid = torch.tensor([[True, True, False], [True, False, False]])
+    targets = torch.tensor([  # [lane, t, class, x1, y1, x2, y2]; the last row is on a padding frame
+        [0, 1, 5, 1, 1, 2, 2],
+        [1, 0, 2, 0, 0, 3, 3],
+        [0, 2, 7, 0, 0, 1, 1],
+    ], dtype=torch.float32)
+    batch = {"frames": frames, "valid": valid, "targets": targets, "videos": ["a", "b"],
+             "frame_indices": torch.tensor([[10, 11, -1], [40, -1, -1]])}
+
+    out = sequence_batch_as_frames(batch)
+
+    assert out["images"][:, 0, 0, 0].tolist() == [0, 1, 3]  # lane 0 t 0, lane 0 t 1, lane 1 t 0
+    assert out["targets"].tolist() == [[1, 5, 1, 1, 2, 2], [2, 2, 0, 0, 3, 3]]
+    assert out["videos"] == ["a", "a", "b"]
+    assert out["frames"].tolist() == [10, 11, 40]
