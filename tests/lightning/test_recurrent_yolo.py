@@ -121,3 +121,20 @@ def test_resuming_mid_epoch_continues_at_the_next_step_with_the_same_clips(synth
     assert full.seen[0][:2] == (0, 0)
     assert resumed.seen[0][:2] == (0, 5)
     assert resumed.seen == full.seen[5:]
+
+
+def test_yolov3_trains_and_validates_on_the_sequence_stream_frame_by_frame(synthetic_root: Path) -> None:
+    dm = SequenceDataModule(synthetic_root, image_size=64, lanes=2, steps=4, num_workers=0, min_clip_frames=60, augment=None)
+    dm.setup()
+    model = YOLOv3Module(dm.num_classes, dm.anchors(9), **TINY)
+    batch = next(b for b in dm.train_dataloader() if b["valid"].all() and len(b["targets"]))
+    frames = batch["frames"].flatten(0, 1)
+    loss = model.training_step(batch, 0)
+    per_frame, _ = model.loss(model(frames), sequence_targets_to_frames(batch["targets"], 4))
+    detections = model.eval().detect(batch)
+
+    torch.testing.assert_close(loss, per_frame.mean())
+    assert len(detections) == len(frames)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=3)
+    metrics = trainer.validate(model, dm, verbose=False)[0]
+    assert "val/map" in metrics
