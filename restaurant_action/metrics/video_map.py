@@ -23,15 +23,22 @@ the unmatched ground-truth tube of the same video and class with the highest ST-
 ``>= δ`` (true positive) or not (false positive); AP is VOC all-point interpolated (as for
 frame AP) over the class's ground-truth tubes. Video-mAP averages the classes that have
 ground-truth tubes, at ``δ`` = 0.1, 0.2 and 0.5 by default.
+
+**Repeated frames** (Lightning's ``DistributedSampler`` pads the validation set by repeating
+samples, on the same or another rank) count once: every submitted frame gets a source id
+unique across ranks and updates, and per ``(video, frame)`` only the rows of the submission
+with the smallest source id are kept, for detections and ground truth alike.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from torchvision.ops import box_iou
 
@@ -43,6 +50,10 @@ from restaurant_action.metrics.frame_map import threshold_key
 
 DEFAULT_LINK_IOU = 0.3
 DEFAULT_VIDEO_IOU_THRESHOLDS = (0.1, 0.2, 0.5)
+SOURCE_RANK_SHIFT = 40
+"""A frame's source id is ``rank << SOURCE_RANK_SHIFT`` plus the rank's count of frames submitted before it."""
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -130,8 +141,10 @@ class VideoMAP(CatStateMetric):
     """Video-mAP: detections linked into tubes, matched to ground-truth tracks by ST-IoU.
 
     ``update`` takes the per-frame dicts of ``FrameMAP`` (targets also need ``tracks (M,)``
-    track ids) plus the video id and frame index of every frame; each ``(video, frame)``
-    must be given once. State is concatenated per box (``dist_reduce_fx="cat"``).
+    track ids) plus the video id and frame index of every frame. A ``(video, frame)`` given
+    more than once (DDP sampler padding) counts once: the rows of its first submission are
+    kept, rank 0's before rank 1's (module doc). State is concatenated per box and per frame
+    (``dist_reduce_fx="cat"``).
 
     Args:
         num_classes: number of classes.
@@ -168,8 +181,12 @@ class VideoMAP(CatStateMetric):
             self.add_cat_state(f"{prefix}_labels", (), torch.int64)
             self.add_cat_state(f"{prefix}_videos", (), torch.int64)
             self.add_cat_state(f"{prefix}_frames", (), torch.int64)
+            self.add_cat_state(f"{prefix}_sources", (), torch.int64)
         self.add_cat_state("det_scores", (), torch.float32)
         self.add_cat_state("gt_tracks", (), torch.int64)
+        for name in ("frame_videos", "frame_indices", "frame_sources"):
+            self.add_cat_state(name, (), torch.int64)
+        self._frames_submitted = 0
 
     def update(
         self,
@@ -194,19 +211,33 @@ class VideoMAP(CatStateMetric):
         frame_indices = torch.as_tensor(frame_indices, dtype=torch.int64).reshape(-1).cpu()
         if len(video_ids) != len(preds) or len(frame_indices) != len(preds):
             raise ValueError(f"video_ids ({len(video_ids)}) and frame_indices ({len(frame_indices)}) must give one entry per frame ({len(preds)})")
+        sources = self._next_sources(len(preds))
         det_frame = detections.frame_of_box.cpu()
         keep = truths.ignore == 0
         gt_frame = truths.frame_of_box.cpu()[keep.cpu()]
+        device = detections.boxes.device
         self.det_boxes.append(detections.boxes)
         self.det_scores.append(detections.scores)
         self.det_labels.append(detections.labels)
-        self.det_videos.append(video_ids[det_frame].to(detections.boxes.device))
-        self.det_frames.append(frame_indices[det_frame].to(detections.boxes.device))
+        self.det_videos.append(video_ids[det_frame].to(device))
+        self.det_frames.append(frame_indices[det_frame].to(device))
+        self.det_sources.append(sources[det_frame].to(device))
         self.gt_boxes.append(truths.boxes[keep])
         self.gt_labels.append(truths.labels[keep])
         self.gt_tracks.append(truths.tracks[keep])
         self.gt_videos.append(video_ids[gt_frame].to(truths.boxes.device))
         self.gt_frames.append(frame_indices[gt_frame].to(truths.boxes.device))
+        self.gt_sources.append(sources[gt_frame].to(truths.boxes.device))
+        self.frame_videos.append(video_ids.to(device))
+        self.frame_indices.append(frame_indices.to(device))
+        self.frame_sources.append(sources.to(device))
+
+    def _next_sources(self, num_frames: int) -> Tensor:
+        """``(num_frames,)`` int64 source ids of the next frames submitted by this process (unique across ranks)."""
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        start = self._frames_submitted
+        self._frames_submitted += num_frames
+        return (rank << SOURCE_RANK_SHIFT) + torch.arange(start, start + num_frames, dtype=torch.int64)
 
     def compute(self) -> dict[str, Tensor]:
         """Link, match and average.
@@ -257,16 +288,20 @@ class VideoMAP(CatStateMetric):
         return ground_truth.to_tubes()
 
     def _tube_sets(self) -> tuple["_TubeSet", "_TubeSet"]:
-        det_videos, det_frames = self.column("det_videos").numpy(), self.column("det_frames").numpy()
-        det_boxes, det_scores, det_labels = self.column("det_boxes"), self.column("det_scores").numpy(), self.column("det_labels").numpy()
+        """Detected and ground-truth tubes of the rows kept by ``_first_submissions``."""
+        kept_sources = _first_submissions(self.column("frame_videos").numpy(), self.column("frame_indices").numpy(), self.column("frame_sources").numpy())
+        det = torch.from_numpy(np.isin(self.column("det_sources").numpy(), kept_sources))
+        gt = torch.from_numpy(np.isin(self.column("gt_sources").numpy(), kept_sources))
+        det_videos, det_frames = self.column("det_videos")[det].numpy(), self.column("det_frames")[det].numpy()
+        det_boxes, det_scores, det_labels = self.column("det_boxes")[det], self.column("det_scores")[det].numpy(), self.column("det_labels")[det].numpy()
         members: list[np.ndarray] = []
         for video in np.unique(det_videos).tolist():
             rows = np.flatnonzero(det_videos == video)
             linked = _link(det_frames[rows], det_boxes[torch.from_numpy(rows)], det_scores[rows], det_labels[rows], self.link_iou_threshold, self.max_gap)
             members += [rows[m] for m in linked]
         detected = _TubeSet.build(members, det_videos, det_frames, det_boxes, det_scores, det_labels)
-        gt_videos, gt_frames, gt_labels = self.column("gt_videos").numpy(), self.column("gt_frames").numpy(), self.column("gt_labels").numpy()
-        gt_tracks, gt_boxes = self.column("gt_tracks").numpy(), self.column("gt_boxes")
+        gt_videos, gt_frames, gt_labels = self.column("gt_videos")[gt].numpy(), self.column("gt_frames")[gt].numpy(), self.column("gt_labels")[gt].numpy()
+        gt_tracks, gt_boxes = self.column("gt_tracks")[gt].numpy(), self.column("gt_boxes")[gt]
         gt_members = _split_tracks(gt_videos, gt_tracks, gt_labels, gt_frames, self.max_gap)
         ground_truth = _TubeSet.build(gt_members, gt_videos, gt_frames, gt_boxes, np.ones(len(gt_frames), np.float32), gt_labels)
         return detected, ground_truth
@@ -329,6 +364,27 @@ class _TubeSet:
             for i, (s, e) in enumerate(zip(self.starts[:-1], self.starts[1:]))
         ]
         return sorted(tubes, key=lambda t: (t.video, t.label, t.start))
+
+
+def _first_submissions(videos: np.ndarray, frames: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """Source ids of the submissions to keep: the smallest of each ``(video, frame)``.
+
+    Args:
+        videos: ``(F,)`` video id of each submitted frame.
+        frames: ``(F,)`` its frame index.
+        sources: ``(F,)`` its source id (unique).
+
+    Returns:
+        ``(U,)`` int64 kept source ids, one per distinct ``(video, frame)``; the other
+        ``F - U`` submissions are repeats (logged at debug level).
+    """
+    order = np.lexsort((sources, frames, videos))
+    v, f = videos[order], frames[order]
+    first = np.r_[True, (v[1:] != v[:-1]) | (f[1:] != f[:-1])] if len(order) else np.zeros(0, bool)
+    kept = sources[order][first].astype(np.int64)
+    if len(kept) < len(sources):
+        logger.debug("VideoMAP: dropped %d repeated submissions of %d frames", len(sources) - len(kept), len(kept))
+    return kept
 
 
 def _link(frames: np.ndarray, boxes: Tensor, scores: np.ndarray, labels: np.ndarray, iou_threshold: float, max_gap: int) -> list[np.ndarray]:

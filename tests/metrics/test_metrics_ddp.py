@@ -67,6 +67,18 @@ def _worker(rank: int, init_file: str, random_case) -> None:
             single.update(share_preds, _with_tracks(share_targets), [video] * 16, frames)
         _assert_same(distributed.compute(), single.compute(), "VideoMAP")
         assert len(distributed.tubes()) == len(single.tubes())
+
+        # DistributedSampler padding: rank 1 also gets frames 2-5 of rank 0's video, and its
+        # outputs differ slightly (another batch composition); rank 0's submission is kept
+        padded = VideoMAP(5)
+        padded.update(preds, _with_tracks(targets), [rank] * 16, frames)
+        if rank == 1:
+            repeat_preds, repeat_targets = shares[0][0][2:6], _with_tracks(shares[0][1][2:6])
+            repeat_preds = [{**p, "scores": (p["scores"] + 1e-4).clamp(max=1)} for p in repeat_preds]
+            padded.update(repeat_preds, repeat_targets, [0] * 4, frames[2:6])
+        _assert_same(padded.compute(), single.compute(), "VideoMAP with a repeated frame")
+        assert [t.frames.tolist() for t in padded.ground_truth_tubes()] == [t.frames.tolist() for t in single.ground_truth_tubes()]
+        assert [t.scores.tolist() for t in padded.tubes()] == [t.scores.tolist() for t in single.tubes()]
     finally:
         dist.destroy_process_group()
 

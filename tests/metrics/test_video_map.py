@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -135,3 +136,85 @@ def test_update_checks_ids_and_tracks():
         VideoMAP(1).update(preds, targets, [0, 1], [0])
     with pytest.raises(ValueError, match=r"targets\[0\] has no 'tracks'"):
         VideoMAP(1).update(preds, [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}], [0], [0])
+
+
+def _with_tracks(targets: list[dict]) -> list[dict]:
+    return [{**t, "tracks": torch.arange(len(t["labels"]))} for t in targets]
+
+
+def _perturbed(preds: list[dict], seed: int) -> list[dict]:
+    """Copies of ``preds`` with scores moved by about 1e-4, as a re-run in another batch gives."""
+    g = torch.Generator().manual_seed(seed)
+    return [{**p, "scores": (p["scores"] + torch.randn(p["scores"].shape, generator=g) * 1e-4).clamp(0, 1)} for p in preds]
+
+
+def _assert_same_result(actual: VideoMAP, expected: VideoMAP) -> None:
+    got, want = actual.compute(), expected.compute()
+    assert got.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], equal_nan=True, rtol=0, atol=0, msg=key)
+    for got_tubes, want_tubes in ((actual.tubes(), expected.tubes()), (actual.ground_truth_tubes(), expected.ground_truth_tubes())):
+        assert len(got_tubes) == len(want_tubes)
+        for a, b in zip(got_tubes, want_tubes):
+            assert (a.video, a.label) == (b.video, b.label)
+            assert np.array_equal(a.frames, b.frames) and np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
+
+
+@pytest.fixture()
+def two_videos(random_case):
+    """24 random frames as frames 0-11 of videos 3 and 7: ``(preds, targets, video_ids, frame_indices)``."""
+    preds, targets = random_case(4, num_frames=24, tied_scores=False)
+    return preds, _with_tracks(targets), [3] * 12 + [7] * 12, list(range(12)) * 2
+
+
+@pytest.mark.parametrize("perturb", [False, True])
+def test_a_batch_submitted_twice_counts_once(two_videos, perturb, caplog):
+    preds, targets, videos, frames = two_videos
+    once = VideoMAP(5)
+    once.update(preds, targets, videos, frames)
+    twice = VideoMAP(5)
+    twice.update(preds, targets, videos, frames)
+    with caplog.at_level(logging.DEBUG, logger="restaurant_action.metrics.video_map"):
+        twice.update(_perturbed(preds, 1) if perturb else preds, targets, videos, frames)
+        _assert_same_result(twice, once)
+    assert "dropped 24 repeated" in caplog.text
+    # sampler-style padding: a few frames again, at the end, in another batch composition
+    padded = VideoMAP(5)
+    padded.update(preds[:16], targets[:16], videos[:16], frames[:16])
+    padded.update(preds[16:], targets[16:], videos[16:], frames[16:])
+    padded.update(_perturbed(preds[10:14], 2) if perturb else preds[10:14], targets[10:14], videos[10:14], frames[10:14])
+    _assert_same_result(padded, once)
+    # reset clears the frames seen: after it, a single submission counts again
+    twice.reset()
+    twice.update(preds, targets, videos, frames)
+    _assert_same_result(twice, once)
+
+
+def test_frames_repeated_within_one_batch_count_once(two_videos):
+    preds, targets, videos, frames = two_videos
+    once = VideoMAP(5)
+    once.update(preds, targets, videos, frames)
+    repeats = [0, 5, 13, 5]
+    batch = VideoMAP(5)
+    batch.update(
+        preds + _perturbed([preds[i] for i in repeats], 3),
+        targets + [targets[i] for i in repeats],
+        videos + [videos[i] for i in repeats],
+        frames + [frames[i] for i in repeats],
+    )
+    _assert_same_result(batch, once)
+
+
+def test_a_repeated_frame_without_detections_counts_once():
+    # frame 4 has ground truth only; it is submitted again, once as it was and once with a
+    # detection (a copy that differs): the first submission is kept, the others are dropped
+    videos = {0: {f: ([(moving_box(f), 0.8, 0)] if f != 4 else [], [(moving_box(f), 0, 1)]) for f in range(10)}}
+    once = VideoMAP(1)
+    feed(once, videos)
+    repeated = VideoMAP(1)
+    feed(repeated, videos)
+    feed(repeated, {0: {4: ([], [(moving_box(4), 0, 1)])}})
+    feed(repeated, {0: {4: ([(moving_box(4), 0.9, 0)], [(moving_box(4), 0, 1)])}})
+    _assert_same_result(repeated, once)
+    assert [len(t.frames) for t in repeated.ground_truth_tubes()] == [10]
+    assert [t.frames.tolist() for t in repeated.tubes()] == [[0, 1, 2, 3, 5, 6, 7, 8, 9]]
