@@ -135,7 +135,9 @@ class YOLOv3Module(DetectionModule):
         return self.decode(self(as_frame_batch(batch)["images"]))
 
     def _evaluate(self, metric: Any, batch: Mapping[str, Any]) -> None:
-        super()._evaluate(metric, as_frame_batch(batch))
+        frames = as_frame_batch(batch)
+        if len(frames["images"]):  # a sequence step may hold padding frames only
+            super()._evaluate(metric, frames)
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Tensor]]:
         return self.detect(batch)

@@ -135,6 +135,9 @@ def test_yolov3_trains_and_validates_on_the_sequence_stream_frame_by_frame(synth
 
     torch.testing.assert_close(loss, per_frame.mean())
     assert len(detections) == len(frames)
+    padding_only = dict(batch, valid=torch.zeros_like(batch["valid"]))
+    model.validation_step(padding_only, 0)
+    assert model.val_map.compute()["map"].isnan()  # nothing was added
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=3)
     metrics = trainer.validate(model, dm, verbose=False)[0]
     assert "val/map" in metrics
