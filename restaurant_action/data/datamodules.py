@@ -300,10 +300,15 @@ class SequenceDataModule(VideoDataModule):
 
     @cached_property
     def clips(self) -> dict[str, list[ActionClip]]:
-        """``{"train": clips, "val": clips}``."""
+        """``{"train": clips, "val": clips}``: by the videos of ``splits.json`` where it exists
+        (as the frame and clip datamodules split, so models of all three compare on the same
+        frames), else ``val_fraction`` of the clips."""
         clips = segment_clips(self.annotations, **self.clip_options)
         if not clips:
             raise DatasetError(self.root / "annotations.csv", "no labelled action to cut into clips (an empty dataset)")
+        by_video = read_video_split(self.root / "splits.json", self.annotations.video_names)
+        if by_video is not None:
+            return {part: [clip for clip in clips if clip.video in set(by_video[part])] for part in ("train", "val")}
         train, val = split_clips(clips, self.val_fraction, self.seed)
         return {"train": train, "val": val}
 

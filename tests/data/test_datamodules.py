@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import RandomSampler, WeightedRandomSampler
 
 from restaurant_action.data.annotations import ActionAnnotations
-from restaurant_action.data.datamodules import ClipDataModule, FrameDataModule, background_frames
+from restaurant_action.data.clips import segment_clips
+from restaurant_action.data.datamodules import ClipDataModule, FrameDataModule, SequenceDataModule, background_frames
 from restaurant_action.data.datasets import ClipDataset, FrameDataset
 from restaurant_action.data.splits import block_split
 from restaurant_action.data.synthetic import ACTIONS
@@ -211,6 +212,17 @@ def test_splits_json_splits_by_whole_video(dataset_copy):
     assert {r.video for r in dm.datasets["val"].items} == {second}
     assert list(dm.split["train"]) == [first] and list(dm.split["val"]) == [second]
     np.testing.assert_array_equal(dm.split["val"][second], np.arange(360))
+
+
+def test_splits_json_splits_sequence_clips_by_whole_video_too(dataset_copy):
+    first, second = sorted(p.stem for p in (dataset_copy / "videos").iterdir())
+    (dataset_copy / "splits.json").write_text(json.dumps({"train": [first], "val": [second]}), encoding="utf-8")
+
+    dm = SequenceDataModule(dataset_copy, image_size=64, lanes=2, steps=4, num_workers=0, min_clip_frames=60)
+
+    assert {clip.video for clip in dm.clips["train"]} == {first}
+    assert {clip.video for clip in dm.clips["val"]} == {second}
+    assert len(dm.clips["train"]) + len(dm.clips["val"]) == len(segment_clips(dm.annotations, **dm.clip_options))
 
 
 @pytest.mark.parametrize("empty", ["val", "train"])
