@@ -55,6 +55,12 @@ class ConvLSTMYOLOModule(DetectionModule):
         placement, hidden_ratio, kernel_size, num_layers, lstm_dropout, norm: ``ConvLSTMYOLO`` options.
         freeze_ported_epochs: train only the ConvLSTMs for this many epochs (ported weights
             get no update and their BatchNorm statistics stay fixed).
+        freeze_batchnorm: keep the YOLOv3 layers' BatchNorm in eval mode throughout (their
+            running statistics fixed, batches normalised by them). ``None``: frozen when a
+            ``yolov3_checkpoint`` is ported. A sequence batch is ``B`` clips' consecutive,
+            near-identical frames plus grey padding frames where lanes run out of clips: its
+            statistics are far from the data's, and training on them wrecks a ported
+            detector's running statistics (measured in docs/recurrent.md).
         box_gain, obj_gain, cls_gain, anchor_iou_threshold: YOLOv3 loss settings.
         **kwargs: optimisation and evaluation settings of ``DetectionModule``.
     """
@@ -73,6 +79,7 @@ class ConvLSTMYOLOModule(DetectionModule):
         lstm_dropout: float = 0.0,
         norm: str | None = None,
         freeze_ported_epochs: int = 0,
+        freeze_batchnorm: bool | None = None,
         box_gain: float = 0.05,
         obj_gain: float = 1.0,
         cls_gain: float = 0.5,
@@ -101,6 +108,18 @@ class ConvLSTMYOLOModule(DetectionModule):
         if ported is not None:
             self.network.load_yolov3(ported)
         self._state: dict[str, RecurrentState | None] = {"train": None, "val": None, "test": None}
+        self._batchnorm_frozen = freeze_batchnorm if freeze_batchnorm is not None else bool(yolov3_checkpoint)
+
+    def train(self, mode: bool = True) -> "ConvLSTMYOLOModule":
+        """Train mode, except the YOLOv3 BatchNorms while they are frozen (``freeze_batchnorm``,
+        or during ``freeze_ported_epochs``): Lightning calls ``train()`` at every epoch and after
+        every validation, so the choice is made here."""
+        super().train(mode)
+        if mode and (self._batchnorm_frozen or self.current_epoch < self.hparams.freeze_ported_epochs):
+            for module in self.network.yolo.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     def forward(self, frames: Tensor, state: RecurrentState | None = None) -> tuple[list[Tensor], RecurrentState]:
         """``frames (B, T, 3, H, W)`` uint8 or float → (outputs of the ``B·T`` frames per scale, state)."""
@@ -116,10 +135,7 @@ class ConvLSTMYOLOModule(DetectionModule):
     # ------------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:
         self._state["train"] = None
-        frozen = self.current_epoch < self.hparams.freeze_ported_epochs
-        for module in self.network.yolo.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.train(not frozen)
+        self.train(self.training)  # the BatchNorms thaw when freeze_ported_epochs ends
 
     def on_after_backward(self) -> None:
         """While the ported layers are frozen, drop their gradients (the optimizer then skips them)."""

@@ -141,3 +141,24 @@ def test_yolov3_trains_and_validates_on_the_sequence_stream_frame_by_frame(synth
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=3)
     metrics = trainer.validate(model, dm, verbose=False)[0]
     assert "val/map" in metrics
+
+
+@pytest.mark.parametrize("freeze_batchnorm", [None, False])
+def test_a_ported_model_keeps_its_batchnorm_statistics_unless_told_otherwise(
+    synthetic_root: Path, tmp_path: Path, freeze_batchnorm: bool | None
+) -> None:
+    dm = SequenceDataModule(synthetic_root, image_size=64, lanes=2, steps=4, num_workers=0, min_clip_frames=60)
+    path = tmp_path / "yolo.ckpt"
+    torch.save({"state_dict": YOLOv3Module(dm.num_classes, COCO_ANCHORS, **TINY).state_dict()}, path)
+    module = ConvLSTMYOLOModule(dm.num_classes, COCO_ANCHORS, yolov3_checkpoint=str(path), freeze_batchnorm=freeze_batchnorm,
+                                lr=1e-2, **TINY)
+    before = {k: v.clone() for k, v in module.network.yolo.state_dict().items() if "running_mean" in k}
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=1, accelerator="cpu", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+
+    trainer.fit(module, dm)
+
+    after = module.network.yolo.state_dict()
+    unchanged = all(torch.equal(after[k], v) for k, v in before.items())
+    assert unchanged == (freeze_batchnorm is None)
+    assert not torch.equal(module.network.recurrent[0].project.weight, torch.zeros_like(module.network.recurrent[0].project.weight))
