@@ -9,6 +9,7 @@ frame cannot separate them). Output is the canonical dataset layout with real mp
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from concurrent.futures import ProcessPoolExecutor
@@ -418,6 +419,7 @@ def make_synthetic_dataset(
     object_scale: float = 1.0,
     actions: Sequence[str] | None = None,
     long_tail: bool = True,
+    val_videos: int = 0,
 ) -> ActionAnnotations:
     """Generate the synthetic restaurant dataset in the canonical layout.
 
@@ -440,11 +442,16 @@ def make_synthetic_dataset(
             them, in ``ACTIONS`` order); all 13 by default.
         long_tail: counts follow the actions' long-tailed weights (default); ``False`` draws
             every action equally often, for experiments that need each class well represented.
+        val_videos: when positive, also write ``splits.json`` holding out the last
+            ``val_videos`` videos (the views alternate, so 2 hold out one video of each view):
+            every datamodule then validates on the same unseen videos.
 
     Returns:
         The loaded, validated annotations.
     """
     root = Path(root)
+    if not 0 <= val_videos < num_videos:
+        raise ValueError(f"val_videos must be in [0, num_videos={num_videos}), got {val_videos}")
     (root / "videos").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     names = [f"cam{index % len(VIEWS)}_{index:03d}" for index in range(num_videos)]
@@ -472,5 +479,8 @@ def make_synthetic_dataset(
     (root / "annotated_ranges.csv").write_text(
         "video,start,end\n" + "".join(f"{name},0,{frames_per_video - 1}\n" for name in names), encoding="utf-8"
     )
+    if val_videos:
+        split = {"train": names[: num_videos - val_videos], "val": names[num_videos - val_videos :]}
+        (root / "splits.json").write_text(json.dumps(split, indent=1) + "\n", encoding="utf-8")
     logger.info("wrote %d synthetic videos to %s", num_videos, root)
     return ActionAnnotations.load(root)

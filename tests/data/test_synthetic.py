@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import cv2
@@ -146,6 +147,15 @@ def test_a_subset_of_actions_is_drawn_and_listed_in_the_classes_file(tmp_path):
     assert annotations.classes == sorted(chosen, key=names.index)
     counts = annotations.class_counts("tracks")
     assert counts.min() >= 1 and counts.max() - counts.min() <= 1
+
+
+def test_val_videos_are_written_to_splits_json(tmp_path):
+    root = tmp_path / "split"
+    make_synthetic_dataset(root, **{**SMALL, "num_videos": 4}, val_videos=2)
+
+    assert json.loads((root / "splits.json").read_text()) == {"train": ["cam0_000", "cam1_001"], "val": ["cam0_002", "cam1_003"]}
+    with pytest.raises(ValueError, match="val_videos"):
+        make_synthetic_dataset(tmp_path / "all_val", **SMALL, val_videos=2)
 
 
 def test_unknown_or_no_actions_are_refused(tmp_path):
