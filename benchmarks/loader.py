@@ -1,6 +1,6 @@
 """Frames per second delivered to the training loop, ours against a PIL-per-JPEG baseline.
 
-Every path decodes, resizes to a 320×320 letterbox, applies the same albumentations training
+Every path decodes, resizes to a 320×320 letterbox, applies the same training
 augmentation and collates batches of 16, with 2 DataLoader workers, in shuffled order:
 
   (a) FrameDataModule, first epoch, empty frame cache (sequential window fills)

@@ -2,6 +2,7 @@
 
 * ``plot_class_histogram``: examples per class, sorted, for a long-tailed class list.
 * ``plot_ap_per_class``: AP per class sorted by class frequency, top-5/top-24 marked.
+* ``plot_ap_comparison``: AP per class of several models side by side, some classes marked.
 * ``plot_pr_curves``: precision-recall curves of a few classes.
 * ``plot_confusion_matrix``: predicted vs true action of localized boxes.
 * ``draw_boxes`` / ``save_annotated_frames``: boxes and labels drawn on frames (OpenCV).
@@ -123,6 +124,46 @@ def plot_ap_per_class(
     axes.set_ylim(0, 1.1)
     axes.set_ylabel("AP")
     axes.set_title(title + (" (by class frequency)" if class_counts is not None else ""))
+    axes.legend(fontsize=8, loc="upper right")
+    return _save(figure, path)
+
+
+def plot_ap_comparison(
+    ap_by_model: Mapping[str, Sequence[float] | np.ndarray],
+    class_names: Sequence[str],
+    path: str | Path,
+    marked: Sequence[str] = (),
+    title: str = "Average precision per class",
+) -> Path:
+    """Grouped bars of AP per class, one bar per model; ``marked`` classes get a ★ and a shaded slot.
+
+    Args:
+        ap_by_model: model name -> ``(C,)`` AP in class-id order (NaN: no ground truth, no bar).
+        class_names: ``(C,)`` names.
+        path: PNG file to write.
+        marked: class names to mark (e.g. the motion-only pairs).
+        title: figure title.
+
+    Returns:
+        ``path``.
+    """
+    columns = {model: np.asarray(ap, np.float64).reshape(-1) for model, ap in ap_by_model.items()}
+    for model, ap in columns.items():
+        _check_names(len(ap), list(class_names))
+    positions = np.arange(len(class_names))
+    width = 0.8 / max(1, len(columns))
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.6 * len(class_names) + 2), 4.8))
+    for index, name in enumerate(class_names):
+        if name in marked:
+            axes.axvspan(index - 0.45, index + 0.45, color="#fde9c9", zorder=0)
+    for k, (model, ap) in enumerate(columns.items()):
+        shown = ~np.isnan(ap)
+        axes.bar(positions[shown] - 0.4 + width * (k + 0.5), ap[shown], width, label=model, zorder=2)
+    labels = [f"★ {name}" if name in marked else name for name in class_names]
+    axes.set_xticks(positions, labels, rotation=75, ha="right", fontsize=7)
+    axes.set_ylim(0, 1.05)
+    axes.set_ylabel("AP")
+    axes.set_title(title)
     axes.legend(fontsize=8, loc="upper right")
     return _save(figure, path)
 

@@ -18,7 +18,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -272,6 +272,63 @@ def write_evaluation_report(
     (out_dir / "metrics.json").write_text(json.dumps(numbers, indent=1), encoding="utf-8")
     logger.info("wrote %s", report)
     return report
+
+
+def ap_comparison_table(
+    class_names: Sequence[str],
+    ap_by_model: Mapping[str, Sequence[float] | np.ndarray],
+    marked: Collection[str] = (),
+    class_counts: Sequence[int] | None = None,
+    marked_label: str = "marked",
+) -> str:
+    """Markdown table of per-class AP, one column per model, and the last model's gain over the first.
+
+    Args:
+        class_names: ``(C,)`` names in class-id order.
+        ap_by_model: model name -> ``(C,)`` AP (NaN: no ground truth); the first model is the
+            reference of the Δ column.
+        marked: class names set in bold with a ★ (e.g. the motion-only pairs); they get their
+            own mean row.
+        class_counts: ``(C,)`` frequency (e.g. training clips) shown in a column and ordering
+            the rows, most first.
+        marked_label: what the ★ classes are, for the mean row.
+
+    Returns:
+        The table, with mean rows for the marked classes, the others and all classes.
+    """
+    names = list(class_names)
+    columns = {model: np.asarray(ap, np.float64).reshape(-1) for model, ap in ap_by_model.items()}
+    for model, ap in columns.items():
+        if len(ap) != len(names):
+            raise ValueError(f"{model}: {len(ap)} AP values for {len(names)} classes")
+    models = list(columns)
+    first, last = columns[models[0]], columns[models[-1]]
+    order = list(range(len(names)))
+    if class_counts is not None:
+        order.sort(key=lambda c: (-int(class_counts[c]), c))
+    header = ["class", *(["clips"] if class_counts is not None else []), *models, f"Δ ({models[-1]} − {models[0]})"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for c in order:
+        label = f"**★ {names[c]}**" if names[c] in marked else names[c]
+        count = [str(int(class_counts[c]))] if class_counts is not None else []
+        lines.append("| " + " | ".join([label, *count, *(_fmt(columns[m][c]) for m in models), _signed(last[c] - first[c])]) + " |")
+    is_marked = np.array([name in marked for name in names])
+    for label, rows in ((f"mean, ★ {marked_label}", is_marked), ("mean, other classes", ~is_marked), ("mean, all classes", np.ones(len(names), bool))):
+        if rows.any():
+            means = {m: _nanmean(columns[m][rows]) for m in models}
+            blank = [""] if class_counts is not None else []
+            lines.append("| " + " | ".join([f"**{label}**", *blank, *(f"**{_fmt(means[m])}**" for m in models),
+                                            f"**{_signed(means[models[-1]] - means[models[0]])}**"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _nanmean(values: np.ndarray) -> float:
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if len(finite) else math.nan
+
+
+def _signed(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:+.3f}"
 
 
 def _summary_rows(

@@ -89,3 +89,11 @@ def test_top_k_means_skip_classes_without_frequency(tmp_path) -> None:
         plt.Axes.legend = original
     assert "mean AP top-2: 0.600" in captured["labels"]
     assert "mean AP top-24: 0.600" in captured["labels"]
+
+
+def test_ap_comparison_plot(tmp_path):
+    names = ["a", "b", "c"]
+    path = plots.plot_ap_comparison({"x": [0.1, 0.5, np.nan], "y": [0.2, 0.4, 0.9]}, names, tmp_path / "cmp.png", marked=["b"])
+    assert path.stat().st_size > 1000
+    with pytest.raises(ValueError):
+        plots.plot_ap_comparison({"x": [0.1, 0.5]}, names, tmp_path / "bad.png")

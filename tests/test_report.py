@@ -8,7 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from restaurant_action.report import FramePredictions, read_predictions, write_evaluation_report, write_predictions
+from restaurant_action.report import (
+    FramePredictions,
+    ap_comparison_table,
+    read_predictions,
+    write_evaluation_report,
+    write_predictions,
+)
 
 CLASSES = ["Squirt sauce", "Pick up a drink", "Put drink down"]
 FRAMES = 24
@@ -118,3 +124,18 @@ def test_unknown_video_or_frame_is_refused(dataset, tmp_path):
     path.write_text(json.dumps([{"video": "cam0", "frame": 24, "boxes": [], "scores": [], "labels": []}]))
     with pytest.raises(ValueError, match=r"frame 24 is outside video 'cam0' \(24 frames\)"):
         write_evaluation_report(path, dataset, tmp_path / "out")
+
+
+def test_ap_comparison_table_orders_marks_and_averages():
+    table = ap_comparison_table(["a", "b", "c"], {"YOLOv3": [0.5, 0.2, float("nan")], "ConvLSTM-YOLO": [0.5, 0.6, 0.3]},
+                                marked={"b"}, class_counts=[3, 9, 1], marked_label="motion-only pairs")
+    lines = table.strip().splitlines()
+
+    assert lines[0] == "| class | clips | YOLOv3 | ConvLSTM-YOLO | Δ (ConvLSTM-YOLO − YOLOv3) |"
+    assert lines[2] == "| **★ b** | 9 | 0.200 | 0.600 | +0.400 |"  # most clips first
+    assert lines[3] == "| a | 3 | 0.500 | 0.500 | +0.000 |"
+    assert lines[4] == "| c | 1 | – | 0.300 | – |"
+    assert lines[5] == "| **mean, ★ motion-only pairs** |  | **0.200** | **0.600** | **+0.400** |"
+    assert lines[6] == "| **mean, other classes** |  | **0.500** | **0.400** | **-0.100** |"
+    with pytest.raises(ValueError, match="2 AP values for 3 classes"):
+        ap_comparison_table(["a", "b", "c"], {"x": [0.1, 0.2]})
