@@ -8,12 +8,13 @@ never pickled.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
 import weakref
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Sequence
 
 import cv2
 import numpy as np
@@ -296,20 +297,38 @@ class CachedVideo(VideoSource):
         missing = sorted_indices[filled[sorted_indices] == 0]
         if missing.size:
             # Each window is locked on its own byte range of the mask file: two workers never
-            # decode the same window twice, yet fill different windows at the same time.
+            # decode the same window twice, yet fill different windows at the same time. A
+            # window another worker is filling is left for last (it is usually done by then)
+            # instead of waiting for it while other windows are still to decode.
             with open(self._paths()[1], "r+b") as lock:
-                for start in np.unique(missing // self.fill_window) * self.fill_window:
-                    length = min(self.fill_window, self.num_frames - int(start))
-                    fcntl.lockf(lock, fcntl.LOCK_EX, length, int(start))
-                    window = np.arange(start, start + length)
-                    if self.fill_frames is not None:
-                        window = window[np.isin(window, self.fill_frames) | np.isin(window, missing)]
-                    window = window[filled[window] == 0]
-                    if window.size:
-                        frames[window] = self.source.frames(window)
-                        filled[window] = 1
-                    fcntl.lockf(lock, fcntl.LOCK_UN, length, int(start))
+                starts = [int(s) for s in np.unique(missing // self.fill_window) * self.fill_window]
+                busy = [start for start in starts if not self._fill_window(lock, start, missing, blocking=False)]
+                for start in busy:
+                    self._fill_window(lock, start, missing, blocking=True)
         return np.asarray(frames[sorted_indices])
+
+    def _fill_window(self, lock: IO[bytes], start: int, missing: np.ndarray, blocking: bool) -> bool:
+        """Decode the unfilled frames of the window at ``start`` under its lock; ``False`` if the
+        lock is held elsewhere and ``blocking`` is off."""
+        frames, filled = self._open_cache()
+        length = min(self.fill_window, self.num_frames - start)
+        try:
+            fcntl.lockf(lock, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB, length, start)
+        except OSError as error:
+            if error.errno in (errno.EACCES, errno.EAGAIN):
+                return False
+            raise
+        try:
+            window = np.arange(start, start + length)
+            if self.fill_frames is not None:
+                window = window[np.isin(window, self.fill_frames) | np.isin(window, missing)]
+            window = window[filled[window] == 0]
+            if window.size:
+                frames[window] = self.source.frames(window)
+                filled[window] = 1
+        finally:
+            fcntl.lockf(lock, fcntl.LOCK_UN, length, start)
+        return True
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()

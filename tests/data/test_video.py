@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import gc
+import multiprocessing
 import os
 import pickle
 import struct
@@ -423,3 +425,39 @@ def test_a_cache_with_fill_frames_stores_only_those_and_the_asked(pattern_video,
     filled = np.fromfile(source._paths()[1], np.uint8)
     assert np.flatnonzero(filled).tolist() == [1, 3, 5, 6]
     np.testing.assert_array_equal(source.frames([3, 0]), uncached[[3, 0]])
+
+
+def _hold_window_lock(filled_path: str, start: int, length: int, held, release) -> None:
+    """In another process: lock a window's byte range of the mask file until told to release."""
+    with open(filled_path, "r+b") as handle:
+        fcntl.lockf(handle, fcntl.LOCK_EX, length, start)
+        held.set()
+        release.wait(30)
+        fcntl.lockf(handle, fcntl.LOCK_UN, length, start)
+
+
+def test_a_window_another_process_fills_is_left_for_last(pattern_video, tmp_path, monkeypatch):
+    source = open_video(pattern_video.path, size=(32, 24), cache_dir=tmp_path / "cache")
+    uncached = open_video(pattern_video.path, size=(32, 24)).frames(np.arange(NUM_FRAMES))
+    window = source.fill_window
+    source._open_cache()
+    context = multiprocessing.get_context("spawn")
+    held, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_window_lock, args=(str(source._paths()[1]), 0, window, held, release))
+    holder.start()
+    assert held.wait(30)
+    decoded: list[int] = []
+    real_frames = source.source.frames
+
+    def recording_frames(indices):
+        decoded.append(int(indices[0]))
+        if int(indices[0]) >= window:  # the free window is decoded while the other is still locked
+            release.set()
+        return real_frames(indices)
+
+    monkeypatch.setattr(source.source, "frames", recording_frames)
+    frames = source.frames([0, window])
+    holder.join(30)
+
+    assert decoded == [window, 0]
+    np.testing.assert_array_equal(frames, uncached[[0, window]])
