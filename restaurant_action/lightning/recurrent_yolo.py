@@ -145,14 +145,24 @@ class ConvLSTMYOLOModule(DetectionModule):
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         outputs = self._run(batch, "train")
-        steps = batch["frames"].shape[1]
-        per_frame, parts = yolo_loss(self.hparams, self.network, outputs, sequence_targets_to_frames(batch["targets"], steps))
-        valid = batch["valid"].flatten().to(per_frame.dtype)
-        # A step of padding only still backpropagates (zero), so DDP ranks stay in step.
-        loss = (per_frame * valid).sum() / valid.sum().clamp(min=1)
+        valid = batch["valid"].flatten()
+        self.log("train/valid_frames", valid.sum().float())
+        if not valid.any():
+            # A step of padding only still backpropagates (a zero reaching every parameter), so
+            # DDP ranks stay in step.
+            loss = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+            self.log("train/loss", loss, prog_bar=True)
+            return loss
+        # The loss sees the valid frames only: padding frames never enter it, not even times 0.
+        keep = valid.nonzero().flatten()
+        position = torch.cumsum(valid.long(), 0) - 1
+        targets = sequence_targets_to_frames(batch["targets"], batch["frames"].shape[1])
+        on_valid = valid[targets[:, 0].long()]
+        targets = torch.cat([position[targets[on_valid, 0].long()].to(targets.dtype)[:, None], targets[on_valid, 1:]], 1)
+        per_frame, parts = yolo_loss(self.hparams, self.network, [o[keep] for o in outputs], targets)
+        loss = per_frame.mean()
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/valid_frames", valid.sum())
-        self.log_dict({f"train/{k}": (v * valid).sum() / valid.sum().clamp(min=1) for k, v in parts.items()})
+        self.log_dict({f"train/{k}": v.mean() for k, v in parts.items()})
         return loss
 
     # ------------------------------------------------------------------ evaluation
