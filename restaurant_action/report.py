@@ -328,7 +328,7 @@ def _nanmean(values: np.ndarray) -> float:
 
 
 def _signed(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:+.3f}"
+    return "–" if math.isnan(value) else f"{round(value, 3) + 0.0:+.3f}"  # + 0.0: no "-0.000"
 
 
 def _summary_rows(
