@@ -30,7 +30,10 @@ def _cmd_synth(args: argparse.Namespace) -> None:
     from restaurant_action.data.stats import dataset_stats
     from restaurant_action.data.synthetic import make_synthetic_dataset
 
-    annotations = make_synthetic_dataset(args.root, args.videos, args.frames, args.size, args.fps, args.seed, args.workers)
+    annotations = make_synthetic_dataset(
+        args.root, args.videos, args.frames, args.size, args.fps, args.seed, args.workers, args.object_scale,
+        actions=args.actions, long_tail=not args.balanced, val_videos=args.val_videos,
+    )
     stats = dataset_stats(annotations)
     sys.stdout.write(
         f"wrote {stats.num_videos} videos ({stats.num_frames} frames, {stats.num_boxes} boxes, "
@@ -118,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--fps", type=int, default=30)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--workers", type=int, default=2, help="rendering processes")
+    synth.add_argument("--object-scale", type=float, default=1.0, help="size of people and tools (2 suits 160x90 CPU runs)")
+    synth.add_argument("--actions", nargs="+", default=None, metavar="ACTION", help="draw only these actions (quoted names)")
+    synth.add_argument("--balanced", action="store_true", help="every action equally often (no long tail)")
+    synth.add_argument("--val-videos", type=int, default=0, help="hold out the last N videos in splits.json")
     synth.set_defaults(handler=_cmd_synth)
 
     stats = commands.add_parser("stats", help="validate a dataset and write its report (class histogram, examples)")

@@ -22,6 +22,17 @@ def test_synth_stats_and_anchors(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "mean best IoU" in capsys.readouterr().out
 
 
+def test_synth_with_chosen_balanced_actions_and_held_out_videos(tmp_path: Path) -> None:
+    root = tmp_path / "chosen"
+    actions = ["Operating POS", "Pick up from bin with tong or scooper", "Put tongs or scooper back in bin"]
+    assert main(["synth", str(root), "--videos", "3", "--frames", "150", "--size", "96x64", "--workers", "1",
+                 "--object-scale", "2", "--actions", *actions, "--balanced", "--val-videos", "1"]) == 0
+
+    assert sorted((root / "classes.txt").read_text(encoding="utf-8").splitlines()) == sorted(actions)
+    assert json.loads((root / "splits.json").read_text()) == {"train": ["cam0_000", "cam1_001"], "val": ["cam0_002"]}
+    assert main(["synth", str(tmp_path / "bad"), "--videos", "1", "--frames", "30", "--actions", "Juggling"]) == 2
+
+
 def test_errors_name_the_file_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["stats", str(tmp_path / "missing")]) == 2
     assert "dataset folder not found" in capsys.readouterr().err
