@@ -34,6 +34,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from restaurant_action.data.annotations import ActionAnnotations
@@ -269,19 +270,24 @@ def sequence_batch_as_frames(batch: dict[str, Any]) -> dict[str, Any]:
         video frame indices, as ``FrameDataModule`` batches hold them.
     """
     valid = batch["valid"].flatten()
-    steps = batch["valid"].shape[1]
-    position = torch.cumsum(valid.long(), 0) - 1
-    targets = batch["targets"]
-    flat_index = (targets[:, 0] * steps + targets[:, 1]).long()
-    keep = valid[flat_index]
-    images = batch["frames"].flatten(0, 1)[valid]
-    lanes = valid.nonzero().flatten() // steps
+    lanes = valid.nonzero().flatten() // batch["valid"].shape[1]
     return {
-        "images": images,
-        "targets": torch.cat([position[flat_index[keep]].to(targets.dtype)[:, None], targets[keep, 2:]], 1),
+        "images": batch["frames"].flatten(0, 1)[valid],
+        "targets": valid_frame_targets(batch["targets"], batch["valid"]),
         "videos": [batch["videos"][lane] for lane in lanes.tolist()],
         "frames": batch["frame_indices"].flatten()[valid],
     }
+
+
+def valid_frame_targets(targets: Tensor, valid: Tensor) -> Tensor:
+    """Sequence targets ``(M, 7)`` ``[lane, t, class, x1, y1, x2, y2]`` as targets of the valid
+    frames only, ``(M', 6)`` ``[n, class, x1, y1, x2, y2]`` with ``n`` the frame's position among
+    the valid frames of ``valid (B, T)`` in lane-major order; rows on padding frames are dropped."""
+    flat_valid = valid.flatten()
+    position = torch.cumsum(flat_valid.long(), 0) - 1
+    flat_index = (targets[:, 0] * valid.shape[1] + targets[:, 1]).long()
+    keep = flat_valid[flat_index]
+    return torch.cat([position[flat_index[keep]].to(targets.dtype)[:, None], targets[keep, 2:]], 1)
 
 
 class SequenceSampler(DistributedSampler):

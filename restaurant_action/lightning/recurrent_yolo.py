@@ -9,17 +9,13 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from restaurant_action.lightning._detection import DetectionModule
+from restaurant_action.data.sequences import valid_frame_targets
+from restaurant_action.lightning._detection import DetectionModule, targets_per_image
 from restaurant_action.lightning.yolov3 import yolo_decode, yolo_loss
 from restaurant_action.models.recurrent_yolo import ConvLSTMYOLO, RecurrentState
 from restaurant_action.models.yolov3 import COCO_ANCHORS, check_anchors
 
 logger = logging.getLogger(__name__)
-
-
-def sequence_targets_to_frames(targets: Tensor, steps: int) -> Tensor:
-    """``(M, 7)`` ``[lane, t, class, x1, y1, x2, y2]`` → ``(M, 6)`` ``[lane·T + t, class, x1, y1, x2, y2]``."""
-    return torch.cat([(targets[:, :1] * steps + targets[:, 1:2]), targets[:, 2:]], 1)
 
 
 def read_yolov3_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], list[list[float]] | None]:
@@ -155,10 +151,7 @@ class ConvLSTMYOLOModule(DetectionModule):
             return loss
         # The loss sees the valid frames only: padding frames never enter it, not even times 0.
         keep = valid.nonzero().flatten()
-        position = torch.cumsum(valid.long(), 0) - 1
-        targets = sequence_targets_to_frames(batch["targets"], batch["frames"].shape[1])
-        on_valid = valid[targets[:, 0].long()]
-        targets = torch.cat([position[targets[on_valid, 0].long()].to(targets.dtype)[:, None], targets[on_valid, 1:]], 1)
+        targets = valid_frame_targets(batch["targets"], batch["valid"])
         per_frame, parts = yolo_loss(self.hparams, self.network, [o[keep] for o in outputs], targets)
         loss = per_frame.mean()
         self.log("train/loss", loss, prog_bar=True)
@@ -177,14 +170,10 @@ class ConvLSTMYOLOModule(DetectionModule):
         valid = batch["valid"].flatten()
         if not valid.any():
             return
-        detections = self.decode(outputs)
-        steps = batch["frames"].shape[1]
-        frame_targets = sequence_targets_to_frames(batch["targets"], steps)
-        index = frame_targets[:, 0].long()
-        targets = [{"boxes": frame_targets[index == i, 2:6], "labels": frame_targets[index == i, 1].long()} for i in range(len(valid))]
-        keep = valid.nonzero().flatten().tolist()
-        metric = self.val_map if stage == "val" else self.test_map
-        metric.update([detections[i] for i in keep], [targets[i] for i in keep])
+        keep = valid.nonzero().flatten()
+        detections = self.decode([o[keep] for o in outputs])
+        targets = targets_per_image(valid_frame_targets(batch["targets"], batch["valid"]), len(keep))
+        (self.val_map if stage == "val" else self.test_map).update(detections, targets)
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         self._evaluate_step(batch, "val")

@@ -10,7 +10,8 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from restaurant_action.data.datamodules import SequenceDataModule
-from restaurant_action.lightning.recurrent_yolo import ConvLSTMYOLOModule, sequence_targets_to_frames
+from restaurant_action.data.sequences import valid_frame_targets
+from restaurant_action.lightning.recurrent_yolo import ConvLSTMYOLOModule
 from restaurant_action.lightning.yolov3 import YOLOv3Module
 from restaurant_action.models.recurrent_yolo import ConvLSTMYOLO
 from restaurant_action.models.yolov3 import COCO_ANCHORS, YOLOv3
@@ -59,7 +60,7 @@ def test_port_errors_name_the_tensor() -> None:
 
 def test_sequence_targets_map_lane_and_step_to_frame_index() -> None:
     targets = torch.tensor([[1.0, 2.0, 3.0, 0.0, 0.0, 5.0, 5.0]])
-    assert sequence_targets_to_frames(targets, steps=4).tolist() == [[6.0, 3.0, 0.0, 0.0, 5.0, 5.0]]
+    assert valid_frame_targets(targets, torch.ones(2, 4, dtype=torch.bool)).tolist() == [[6.0, 3.0, 0.0, 0.0, 5.0, 5.0]]
 
 
 def test_padding_frames_add_no_loss_and_a_padding_step_still_backpropagates(synthetic_root: Path) -> None:
@@ -130,7 +131,7 @@ def test_yolov3_trains_and_validates_on_the_sequence_stream_frame_by_frame(synth
     batch = next(b for b in dm.train_dataloader() if b["valid"].all() and len(b["targets"]))
     frames = batch["frames"].flatten(0, 1)
     loss = model.training_step(batch, 0)
-    per_frame, _ = model.loss(model(frames), sequence_targets_to_frames(batch["targets"], 4))
+    per_frame, _ = model.loss(model(frames), valid_frame_targets(batch["targets"], batch["valid"]))
     detections = model.eval().detect(batch)
 
     torch.testing.assert_close(loss, per_frame.mean())
