@@ -308,7 +308,8 @@ class SequenceDataModule(VideoDataModule):
             raise DatasetError(self.root / "annotations.csv", "no labelled action to cut into clips (an empty dataset)")
         by_video = read_video_split(self.root / "splits.json", self.annotations.video_names)
         if by_video is not None:
-            return {part: [clip for clip in clips if clip.video in set(by_video[part])] for part in ("train", "val")}
+            videos = {part: set(names) for part, names in by_video.items()}
+            return {part: [clip for clip in clips if clip.video in videos[part]] for part in ("train", "val")}
         train, val = split_clips(clips, self.val_fraction, self.seed)
         return {"train": train, "val": val}
 
