@@ -10,14 +10,20 @@ augmentation and collates batches of 16, with 2 DataLoader workers, in shuffled 
       (as YOWO's official loader does), then the same augmentation
   (d) ceiling: decord decoding the same frames sequentially at the same size, nothing else
 
-Run: ``.venv/bin/python benchmarks/loader.py [--videos 4 --frames 300 --size 1280x720]``.
+Every path runs in a fresh process (so no worker, open reader or decoded page of one path
+helps or hinders another), ``--repeats`` times round-robin; medians are printed.
+
+Run: ``.venv/bin/python benchmarks/loader.py [--videos 4 --frames 300 --size 1280x720 --repeats 3]``.
 Prints fps and the ratios the goals are stated in: (b)/(c) ≥ 3 and (a)/(d) ≥ 0.5.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +42,7 @@ from restaurant_action.data.transforms import AugmentConfig, ClipTransform
 from restaurant_action.data.video import open_video
 
 IMAGE_SIZE = 320
+PATHS = ("a0", "ab", "c", "d")
 BATCH = 16
 WORKERS = 2
 
@@ -70,46 +77,28 @@ def drain(loader: DataLoader) -> float:
     return count / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--videos", type=int, default=4)
-    parser.add_argument("--frames", type=int, default=300)
-    parser.add_argument("--size", default="1280x720", help="video size WxH (the study's footage is 1280x720)")
-    parser.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args()
-    width, height = map(int, args.size.split("x"))
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ra-loader-bench-"))
-    root = workdir / "dataset"
-    if not (root / "annotations.csv").exists():
-        make_synthetic_dataset(root, args.videos, args.frames, (width, height), seed=0)
-
+def measure(path: str, root: Path, workdir: Path) -> dict[str, float]:
+    """Frames per second of one path (``a0``, ``ab`` for (a) then (b) on the same loader, ``c`` or ``d``)."""
     def module(cache: Path | None) -> FrameDataModule:
         dm = FrameDataModule(root, image_size=IMAGE_SIZE, batch_size=BATCH, num_workers=WORKERS, cache_dir=cache,
                              val_fraction=0.0, background_ratio=0.0)
         dm.setup()
         return dm
 
+    torch.manual_seed(0)
+    if path == "a0":
+        return {"a0": drain(module(None).train_dataloader())}
+    if path == "ab":
+        cache = workdir / "cache"
+        shutil.rmtree(cache, ignore_errors=True)
+        loader = module(cache).train_dataloader()
+        return {"a": drain(loader), "b": drain(loader)}
     dm = module(None)
     items = dm.datasets["train"].items
-    frames_root = workdir / "jpeg"
-    if not frames_root.exists():
-        for video, info in dm.annotations.videos.items():
-            (frames_root / video).mkdir(parents=True)
-            source = open_video(info.path)
-            for f in range(info.num_frames):
-                cv2.imwrite(str(frames_root / video / f"{f + 1:05d}.jpg"), cv2.cvtColor(source.frames([f])[0], cv2.COLOR_RGB2BGR))
-
-    torch.manual_seed(0)
-    results = {"a0": drain(dm.train_dataloader())}
-    cache = workdir / "cache"
-    shutil.rmtree(cache, ignore_errors=True)
-    cached = module(cache)
-    loader = cached.train_dataloader()
-    results["a"] = drain(loader)
-    results["b"] = drain(loader)
-    baseline = DataLoader(PILFrameFolderDataset(dm.annotations, items, frames_root), batch_size=BATCH, shuffle=True,
-                          num_workers=WORKERS, collate_fn=collate_frames)
-    results["c"] = drain(baseline)
+    if path == "c":
+        baseline = DataLoader(PILFrameFolderDataset(dm.annotations, items, workdir / "jpeg"), batch_size=BATCH, shuffle=True,
+                              num_workers=WORKERS, collate_fn=collate_frames)
+        return {"c": drain(baseline)}
     decoded = 0
     start = time.perf_counter()
     for video in dm.annotations.video_names:
@@ -117,14 +106,57 @@ def main() -> None:
         source = open_video(dm.annotations.videos[video].path, dm.datasets["train"].videos.source(video).size, num_threads=WORKERS)
         for chunk in range(0, len(frames), 64):
             decoded += len(source.frames(frames[chunk : chunk + 64]))
-    results["d"] = decoded / (time.perf_counter() - start)
+    return {"d": decoded / (time.perf_counter() - start)}
+
+
+def prepare(root: Path, workdir: Path, videos: int, frames: int, size: tuple[int, int]) -> int:
+    """Write the dataset and the baseline's JPEG folders (once per workdir); return the training frame count."""
+    if not (root / "annotations.csv").exists():
+        make_synthetic_dataset(root, videos, frames, size, seed=0)
+    dm = FrameDataModule(root, image_size=IMAGE_SIZE, val_fraction=0.0, background_ratio=0.0)
+    dm.setup()
+    frames_root = workdir / "jpeg"
+    if not frames_root.exists():
+        for video, info in dm.annotations.videos.items():
+            (frames_root / video).mkdir(parents=True)
+            source = open_video(info.path)
+            for f in range(info.num_frames):
+                cv2.imwrite(str(frames_root / video / f"{f + 1:05d}.jpg"), cv2.cvtColor(source.frames([f])[0], cv2.COLOR_RGB2BGR))
+    return len(dm.datasets["train"].items)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--size", default="1280x720", help="video size WxH (the study's footage is 1280x720)")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of all paths; medians are printed")
+    parser.add_argument("--path", choices=PATHS, default=None, help=argparse.SUPPRESS)  # one path, in a child process
+    args = parser.parse_args()
+    width, height = map(int, args.size.split("x"))
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ra-loader-bench-"))
+    root = workdir / "dataset"
+    if args.path is not None:
+        print(json.dumps(measure(args.path, root, workdir)))
+        return
+    count = prepare(root, workdir, args.videos, args.frames, (width, height))
+    runs: dict[str, list[float]] = {}
+    for _ in range(args.repeats):
+        for path in PATHS:  # each path in a fresh process: no worker, reader or page of one path helps another
+            child = subprocess.run([sys.executable, __file__, "--path", path, "--workdir", str(workdir)],
+                                   check=True, capture_output=True, text=True)
+            for key, value in json.loads(child.stdout.strip().splitlines()[-1]).items():
+                runs.setdefault(key, []).append(value)
+    results = {key: float(np.median(values)) for key, values in runs.items()}
 
     labels = {"a": "(a) FrameDataModule, first epoch (cache filling)", "a0": "(a0) FrameDataModule, no cache",
               "b": "(b) FrameDataModule, cache warm", "c": "(c) baseline: PIL one JPEG per frame",
               "d": "(d) ceiling: decord sequential decode only"}
-    print(f"{len(items)} training frames from {args.videos} videos at {width}x{height}, {IMAGE_SIZE}px, batch {BATCH}, {WORKERS} workers")
+    print(f"{count} training frames from {args.videos} videos at {width}x{height}, {IMAGE_SIZE}px, batch {BATCH}, "
+          f"{WORKERS} workers; each path in its own process, median of {args.repeats}")
     for key in ("a", "a0", "b", "c", "d"):
-        print(f"{labels[key]:<52} {results[key]:8.1f} frames/s")
+        print(f"{labels[key]:<52} {results[key]:8.1f} frames/s   (runs: {', '.join(f'{v:.1f}' for v in runs[key])})")
     print(f"(b)/(c) = {results['b'] / results['c']:.2f}  (goal ≥ 3)")
     print(f"(a)/(d) = {results['a'] / results['d']:.2f}  (goal ≥ 0.5)")
     print(f"(a0)/(d) = {results['a0'] / results['d']:.2f}")
