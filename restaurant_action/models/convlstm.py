@@ -95,9 +95,17 @@ class ConvLSTMCell(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Default convolution weights; gate biases 0 except the forget gate's, which start at 1."""
-        for conv in (self.conv_xh, self.conv_peephole_if, self.conv_peephole_o):
-            conv.reset_parameters()
+        """Default weights for ``conv_xh``, zero peepholes; gate biases 0 except the forget
+        gate's, which start at 1.
+
+        The peepholes start at zero because, with a convolution's default initialisation, a
+        peephole feeds the cell back into its own forget and input gates: on long clips some
+        cells run away (``|C|`` growing by about 1 per step, ``tanh(C)`` saturated, no gradient
+        through it; measured in docs/recurrent.md). From zero they learn only what the loss asks.
+        """
+        self.conv_xh.reset_parameters()
+        nn.init.zeros_(self.conv_peephole_if.weight)
+        nn.init.zeros_(self.conv_peephole_o.weight)
         if self.norm is not None:
             self.norm.reset_parameters()
         gate_bias = self.conv_xh.bias if self.norm is None else self.norm.bias

@@ -1,11 +1,14 @@
 """ConvLSTM-YOLO: YOLOv3 with a ConvLSTM in each detection head, carried over ordered clips.
 
-Each of the three heads becomes ``final(f + project(ConvLSTM(f)))`` where ``f`` is the head's
-3×3 feature map (the study's placement: before the final 1×1 conv). ``project`` is a 1×1 conv
-initialised to zero, so an untrained ConvLSTM-YOLO ported from a YOLOv3 gives exactly that
-YOLOv3's outputs and training starts from its mAP rather than from noise; the LSTM's
-contribution grows from there. ``placement="neck"`` puts the cells on the backbone's stride-8/16/32
-outputs instead ("earlier in the network", as the study proposed).
+Each of the three heads becomes ``final(f) + project(ConvLSTM(f))`` where ``f`` is the head's
+3×3 feature map: the ConvLSTM sits before the final 1×1 conv (the study's placement) and the
+final conv sees ``cat(f, h)``, its ported weights on ``f`` and new, zero-initialised weights
+(``project``) on the LSTM's hidden state ``h``. An untrained ConvLSTM-YOLO ported from a YOLOv3
+therefore gives exactly that YOLOv3's outputs, and training starts from its mAP rather than from
+noise. The LSTM reaches the outputs through its own weights, not through the ported conv: a
+YOLOv3 that cannot tell two motion-only classes apart has near-identical final-conv rows for
+them, so a correction added to ``f`` would move both logits alike. ``placement="neck"`` puts the cells on the backbone's stride-8/16/32 outputs
+instead ("earlier in the network", as the study proposed), as ``f + project(ConvLSTM(f))``.
 """
 
 from __future__ import annotations
@@ -22,27 +25,30 @@ PLACEMENTS = ("head", "neck")
 RecurrentState = list[ConvLSTMState | None]
 
 
-class ResidualConvLSTM(nn.Module):
-    """``x + project(ConvLSTM(x))`` with ``project`` zero-initialised: the identity at start.
+class ConvLSTMBranch(nn.Module):
+    """``project(ConvLSTM(x))`` with ``project`` a zero-initialised 1×1 conv: the LSTM's
+    contribution, zero at start, added to the features it reads (``neck``) or to a head's
+    outputs (``head``).
 
     Args:
         channels: channels of ``x``.
         hidden_channels: ConvLSTM hidden channels.
+        out_channels: channels of the contribution.
         kernel_size, num_layers, dropout, norm: ConvLSTM options.
     """
 
-    def __init__(self, channels: int, hidden_channels: int, kernel_size: int = 3, num_layers: int = 1,
+    def __init__(self, channels: int, hidden_channels: int, out_channels: int, kernel_size: int = 3, num_layers: int = 1,
                  dropout: float = 0.0, norm: str | None = None) -> None:
         super().__init__()
         self.lstm = ConvLSTM(channels, hidden_channels, kernel_size, num_layers=num_layers, dropout=dropout, norm=norm)
-        self.project = nn.Conv2d(hidden_channels, channels, 1)
+        self.project = nn.Conv2d(hidden_channels, out_channels, 1)
         nn.init.zeros_(self.project.weight)
         nn.init.zeros_(self.project.bias)
 
     def forward(self, x: Tensor, state: ConvLSTMState | None) -> tuple[Tensor, ConvLSTMState]:
-        """``x (B, T, C, H, W)`` → ``(x + project(h) (B, T, C, H, W), state)``."""
+        """``x (B, T, C, H, W)`` → ``(project(h) (B·T, out_channels, H, W), state)``."""
         hidden, state = self.lstm(x, state)
-        return x + self.project(hidden.flatten(0, 1)).unflatten(0, x.shape[:2]), state
+        return self.project(hidden.flatten(0, 1)), state
 
 
 class ConvLSTMYOLO(nn.Module):
@@ -69,9 +75,12 @@ class ConvLSTMYOLO(nn.Module):
             raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
         self.placement = placement
         self.yolo = YOLOv3(num_classes, anchors, width, depth)
-        channels = [head.final.in_channels for head in self.yolo.heads] if placement == "head" else list(self.yolo.backbone.out_channels)
+        if placement == "head":
+            sizes = [(head.final.in_channels, head.final.out_channels) for head in self.yolo.heads]
+        else:
+            sizes = [(c, c) for c in self.yolo.backbone.out_channels]
         self.recurrent = nn.ModuleList(
-            ResidualConvLSTM(c, max(8, int(round(c * hidden_ratio))), kernel_size, num_layers, dropout, norm) for c in channels
+            ConvLSTMBranch(c, max(8, int(round(c * hidden_ratio))), out, kernel_size, num_layers, dropout, norm) for c, out in sizes
         )
 
     @property
@@ -92,16 +101,19 @@ class ConvLSTMYOLO(nn.Module):
         new_state: RecurrentState = []
 
         def recur(level: int, x: Tensor) -> Tensor:
-            y, level_state = self.recurrent[level](x.unflatten(0, (batch, steps)), state[level])
+            contribution, level_state = self.recurrent[level](x.unflatten(0, (batch, steps)), state[level])
             new_state.append(level_state)
-            return y.flatten(0, 1)
+            return contribution
 
         images = frames.flatten(0, 1)
         if self.placement == "head":
             features = self.yolo.forward_features(images)
-            outputs = [head.predict(recur(k, head.features(f))) for k, (head, f) in enumerate(zip(self.yolo.heads, features))]
+            outputs = []
+            for k, (head, f) in enumerate(zip(self.yolo.heads, features)):
+                head_features = head.features(f)
+                outputs.append(head.layout(head.final(head_features) + recur(k, head_features)))
         else:
-            features = self.yolo.forward_features(images, backbone_hook=lambda maps: [recur(k, m) for k, m in enumerate(maps)])
+            features = self.yolo.forward_features(images, backbone_hook=lambda maps: [m + recur(k, m) for k, m in enumerate(maps)])
             outputs = [head(f) for head, f in zip(self.yolo.heads, features)]
         return outputs, new_state
 

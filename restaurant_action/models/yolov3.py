@@ -59,8 +59,9 @@ class DetectionBlock(nn.Sequential):
 class YOLOHead(nn.Module):
     """One scale's prediction head: ``features`` (3×3 conv-BN-LeakyReLU) then ``final`` (1×1 conv).
 
-    ``forward(x) == predict(features(x))``. A recurrent model inserts its cell between the two:
-    ``head.predict(cell(head.features(x)))``.
+    ``forward(x) == predict(features(x))`` and ``predict(f) == layout(final(f))``. A recurrent
+    model adds its cell's contribution between the two:
+    ``head.layout(head.final(f) + cell(f))`` with ``f = head.features(x)``.
 
     Args:
         in_channels: channels of the detection block's output.
@@ -94,9 +95,12 @@ class YOLOHead(nn.Module):
         """``final`` and the anchor layout: ``(B, hidden, H, W) -> (B, A, H, W, 5 + C)`` raw
         ``(tx, ty, tw, th, objectness, class logits…)``.
         """
-        out = self.final(features)
-        batch, _, height, width = out.shape
-        return out.view(batch, self.num_anchors, 5 + self.num_classes, height, width).permute(0, 1, 3, 4, 2)
+        return self.layout(self.final(features))
+
+    def layout(self, raw: Tensor) -> Tensor:
+        """The anchor layout of ``final``'s output: ``(B, A·(5 + C), H, W) -> (B, A, H, W, 5 + C)``."""
+        batch, _, height, width = raw.shape
+        return raw.view(batch, self.num_anchors, 5 + self.num_classes, height, width).permute(0, 1, 3, 4, 2)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.predict(self.features(x))

@@ -49,6 +49,28 @@ def test_lstm_state_changes_outputs_once_trained_and_reset_restores_a_fresh_lane
     torch.testing.assert_close(mixed[0][2:], carried[0][2:])
 
 
+def test_lstm_separates_classes_the_ported_final_conv_cannot() -> None:
+    """The LSTM reaches the head's outputs through its own weights: two classes whose ported
+    final-conv rows are identical (a YOLOv3 that cannot tell a motion-only pair apart) get equal
+    logits at start and different ones once ``project`` has learnt something."""
+    torch.manual_seed(0)
+    # Train mode: BatchNorm by batch statistics keeps an untrained model's head features O(1).
+    model = ConvLSTMYOLO(4, COCO_ANCHORS, **TINY).train()
+    with torch.no_grad():
+        for head in model.yolo.heads:
+            weight = head.final.weight.view(head.num_anchors, 9, -1)
+            bias = head.final.bias.view(head.num_anchors, 9)
+            weight[:, 6] = weight[:, 5]
+            bias[:, 6] = bias[:, 5]
+    frames = torch.rand(2, 3, 3, 64, 64)
+    start, _ = model(frames)
+    assert all(torch.equal(out[..., 5], out[..., 6]) for out in start)
+    for module in model.recurrent:
+        torch.nn.init.normal_(module.project.weight, std=0.5)
+    trained, _ = model(frames)
+    assert all((out[..., 5] - out[..., 6]).abs().max() > 0.1 for out in trained)
+
+
 def test_port_errors_name_the_tensor() -> None:
     recurrent = ConvLSTMYOLO(4, COCO_ANCHORS, **TINY)
     wider = YOLOv3(4, COCO_ANCHORS, width=0.25, depth=0.34)

@@ -138,8 +138,10 @@ def test_candidate_has_no_cell_term():
 
 
 @pytest.mark.parametrize("norm", [None, "group", "layer"])
-def test_forget_gate_bias_starts_at_one(norm):
+def test_forget_gate_bias_starts_at_one_and_peepholes_at_zero(norm):
     cell = ConvLSTMCell(C, 6, norm=norm)
+    assert torch.all(cell.conv_peephole_if.weight == 0) and torch.all(cell.conv_peephole_o.weight == 0)
+    assert cell.conv_xh.weight.abs().sum() > 0
     bias = cell.conv_xh.bias if norm is None else cell.norm.bias
     if norm is not None:
         assert cell.conv_xh.bias is None
