@@ -48,7 +48,8 @@ class ConvLSTMYOLOModule(DetectionModule):
         width, depth: YOLOv3 multipliers (must match a ported checkpoint).
         yolov3_checkpoint: a ``YOLOv3Module`` checkpoint whose network is ported (the
             ConvLSTMs start as the identity, so the model starts as that YOLOv3).
-        placement, hidden_ratio, kernel_size, num_layers, lstm_dropout, norm: ``ConvLSTMYOLO`` options.
+        placement, hidden_ratio, kernel_size, num_layers, lstm_dropout, norm, temporal_difference:
+            ``ConvLSTMYOLO`` options.
         freeze_ported_epochs: train only the ConvLSTMs for this many epochs (ported weights
             get no update and their BatchNorm statistics stay fixed).
         freeze_batchnorm: keep the YOLOv3 layers' BatchNorm in eval mode throughout (their
@@ -74,6 +75,7 @@ class ConvLSTMYOLOModule(DetectionModule):
         num_layers: int = 1,
         lstm_dropout: float = 0.0,
         norm: str | None = None,
+        temporal_difference: bool = True,
         freeze_ported_epochs: int = 0,
         freeze_batchnorm: bool | None = None,
         box_gain: float = 0.05,
@@ -99,7 +101,7 @@ class ConvLSTMYOLOModule(DetectionModule):
                 )
         self.network = ConvLSTMYOLO(
             num_classes, anchors if anchors is not None else COCO_ANCHORS, width, depth, placement, hidden_ratio,
-            kernel_size, num_layers, lstm_dropout, norm,
+            kernel_size, num_layers, lstm_dropout, norm, temporal_difference,
         )
         if ported is not None:
             self.network.load_yolov3(ported)

@@ -27,7 +27,7 @@ from restaurant_action.models.postprocess import (
     postprocess_detections,
     postprocess_region,
 )
-from restaurant_action.models.recurrent_yolo import ConvLSTMBranch, ConvLSTMYOLO
+from restaurant_action.models.recurrent_yolo import BranchState, ConvLSTMBranch, ConvLSTMYOLO
 from restaurant_action.models.yolov3 import COCO_ANCHORS, DetectionBlock, YOLOHead, YOLOv3
 from restaurant_action.models.yowo import (
     CFAM,
@@ -53,6 +53,7 @@ __all__ = [
     "ConvLSTM",
     "ConvLSTMCell",
     "ConvLSTMCellState",
+    "BranchState",
     "ConvLSTMBranch",
     "ConvLSTMState",
     "ConvLSTMYOLO",

@@ -13,7 +13,7 @@ instead ("earlier in the network", as the study proposed), as ``f + project(Conv
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +22,25 @@ from restaurant_action.models.convlstm import ConvLSTM, ConvLSTMState
 from restaurant_action.models.yolov3 import YOLOv3
 
 PLACEMENTS = ("head", "neck")
-RecurrentState = list[ConvLSTMState | None]
+
+
+class BranchState(NamedTuple):
+    """What a :class:`ConvLSTMBranch` carries from one subsequence to the next.
+
+    Attributes:
+        lstm: the ConvLSTM's state, one ``(h, c)`` per layer.
+        previous: ``(B, C, H, W)`` the input features of each lane's last frame (``None``
+            without ``temporal_difference``).
+        started: ``(B,)`` bool, lanes whose ``previous`` belongs to the clip they play (false
+            after a reset: the clip's first frame then has a zero difference).
+    """
+
+    lstm: ConvLSTMState
+    previous: Tensor | None
+    started: Tensor | None
+
+
+RecurrentState = list[BranchState | None]
 
 
 class ConvLSTMBranch(nn.Module):
@@ -30,25 +48,52 @@ class ConvLSTMBranch(nn.Module):
     contribution, zero at start, added to the features it reads (``neck``) or to a head's
     outputs (``head``).
 
+    With ``temporal_difference`` the ConvLSTM reads ``cat(x_t, x_t − x_{t−1})``: each frame's
+    features and their change since the lane's previous frame (carried across subsequences;
+    zero on a clip's first frame). The motion-only classes are told apart by that change; a
+    ConvLSTM reading ``x_t`` alone did not learn to form it (docs/recurrent.md).
+
     Args:
         channels: channels of ``x``.
         hidden_channels: ConvLSTM hidden channels.
         out_channels: channels of the contribution.
         kernel_size, num_layers, dropout, norm: ConvLSTM options.
+        temporal_difference: also feed the frame-to-frame difference of ``x``.
     """
 
     def __init__(self, channels: int, hidden_channels: int, out_channels: int, kernel_size: int = 3, num_layers: int = 1,
-                 dropout: float = 0.0, norm: str | None = None) -> None:
+                 dropout: float = 0.0, norm: str | None = None, temporal_difference: bool = True) -> None:
         super().__init__()
-        self.lstm = ConvLSTM(channels, hidden_channels, kernel_size, num_layers=num_layers, dropout=dropout, norm=norm)
+        self.temporal_difference = temporal_difference
+        inputs = 2 * channels if temporal_difference else channels
+        self.lstm = ConvLSTM(inputs, hidden_channels, kernel_size, num_layers=num_layers, dropout=dropout, norm=norm)
         self.project = nn.Conv2d(hidden_channels, out_channels, 1)
         nn.init.zeros_(self.project.weight)
         nn.init.zeros_(self.project.bias)
 
-    def forward(self, x: Tensor, state: ConvLSTMState | None) -> tuple[Tensor, ConvLSTMState]:
+    def forward(self, x: Tensor, state: BranchState | None) -> tuple[Tensor, BranchState]:
         """``x (B, T, C, H, W)`` → ``(project(h) (B·T, out_channels, H, W), state)``."""
-        hidden, state = self.lstm(x, state)
-        return self.project(hidden.flatten(0, 1)), state
+        lstm_state = state.lstm if state is not None else None
+        if not self.temporal_difference:
+            hidden, lstm_state = self.lstm(x, lstm_state)
+            return self.project(hidden.flatten(0, 1)), BranchState(lstm_state, None, None)
+        first = x[:, 0]
+        if state is not None and state.previous is not None:
+            first = torch.where(state.started.view(-1, 1, 1, 1), state.previous, first)
+        previous = torch.cat([first.unsqueeze(1), x[:, :-1]], dim=1)
+        hidden, lstm_state = self.lstm(torch.cat([x, x - previous], dim=2), lstm_state)
+        started = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        return self.project(hidden.flatten(0, 1)), BranchState(lstm_state, x[:, -1], started)
+
+    def reset_state(self, state: BranchState, mask: Tensor) -> BranchState:
+        """Zero the LSTM state of the lanes where ``mask (B,)`` is true and forget their previous frame."""
+        started = state.started & ~mask.to(state.started.device) if state.started is not None else None
+        return BranchState(self.lstm.reset_state(state.lstm, mask), state.previous, started)
+
+    def detach_state(self, state: BranchState) -> BranchState:
+        """The state cut from the autograd graph (truncated BPTT)."""
+        previous = state.previous.detach() if state.previous is not None else None
+        return BranchState(self.lstm.detach_state(state.lstm), previous, state.started)
 
 
 class ConvLSTMYOLO(nn.Module):
@@ -65,11 +110,13 @@ class ConvLSTMYOLO(nn.Module):
             backbone's three outputs).
         hidden_ratio: ConvLSTM hidden channels as a fraction of the channels it sits on.
         kernel_size, num_layers, dropout, norm: ConvLSTM options.
+        temporal_difference: the ConvLSTMs also read the frame-to-frame difference of their
+            input features (see :class:`ConvLSTMBranch`).
     """
 
     def __init__(self, num_classes: int, anchors: Tensor | Sequence[Sequence[float]], width: float = 1.0, depth: float = 1.0,
                  placement: str = "head", hidden_ratio: float = 0.25, kernel_size: int = 3, num_layers: int = 1,
-                 dropout: float = 0.0, norm: str | None = None) -> None:
+                 dropout: float = 0.0, norm: str | None = None, temporal_difference: bool = True) -> None:
         super().__init__()
         if placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
@@ -80,7 +127,9 @@ class ConvLSTMYOLO(nn.Module):
         else:
             sizes = [(c, c) for c in self.yolo.backbone.out_channels]
         self.recurrent = nn.ModuleList(
-            ConvLSTMBranch(c, max(8, int(round(c * hidden_ratio))), out, kernel_size, num_layers, dropout, norm) for c, out in sizes
+            ConvLSTMBranch(c, max(8, int(round(c * hidden_ratio))), out, kernel_size, num_layers, dropout, norm,
+                           temporal_difference)
+            for c, out in sizes
         )
 
     @property
@@ -121,13 +170,13 @@ class ConvLSTMYOLO(nn.Module):
         """Zero the lanes where ``mask (B,)`` is true (a new clip starts there)."""
         if state is None:
             return None
-        return [module.lstm.reset_state(level, mask) for module, level in zip(self.recurrent, state)]
+        return [module.reset_state(level, mask) for module, level in zip(self.recurrent, state)]
 
     def detach_state(self, state: RecurrentState | None) -> RecurrentState | None:
         """Cut the graph through the state (truncated backpropagation through time)."""
         if state is None:
             return None
-        return [module.lstm.detach_state(level) for module, level in zip(self.recurrent, state)]
+        return [module.detach_state(level) for module, level in zip(self.recurrent, state)]
 
     def load_yolov3(self, yolo_state: dict[str, Tensor]) -> None:
         """Port a YOLOv3's weights (a ``YOLOv3.state_dict()``); the ConvLSTMs keep their initialisation.

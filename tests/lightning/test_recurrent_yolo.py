@@ -49,6 +49,23 @@ def test_lstm_state_changes_outputs_once_trained_and_reset_restores_a_fresh_lane
     torch.testing.assert_close(mixed[0][2:], carried[0][2:])
 
 
+@pytest.mark.parametrize("temporal_difference", [True, False])
+def test_carrying_the_state_over_two_halves_equals_one_pass(temporal_difference: bool) -> None:
+    """The carried state holds everything the next subsequence needs, the previous frame's
+    features for the temporal difference included."""
+    torch.manual_seed(0)
+    model = ConvLSTMYOLO(4, COCO_ANCHORS, temporal_difference=temporal_difference, **TINY).eval()
+    for module in model.recurrent:
+        torch.nn.init.normal_(module.project.weight, std=0.5)
+    frames = torch.rand(2, 6, 3, 64, 64)
+    whole, _ = model(frames)
+    first, state = model(frames[:, :3])
+    second, _ = model(frames[:, 3:], model.detach_state(state))
+    for level, (out_whole, out_first, out_second) in enumerate(zip(whole, first, second)):
+        halves = torch.cat([out_first.unflatten(0, (2, 3)), out_second.unflatten(0, (2, 3))], dim=1).flatten(0, 1)
+        torch.testing.assert_close(halves, out_whole, msg=lambda m, k=level: f"scale {k}: {m}")
+
+
 def test_lstm_separates_classes_the_ported_final_conv_cannot() -> None:
     """The LSTM reaches the head's outputs through its own weights: two classes whose ported
     final-conv rows are identical (a YOLOv3 that cannot tell a motion-only pair apart) get equal
