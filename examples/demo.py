@@ -35,6 +35,9 @@ from restaurant_action.report import FramePredictions, ap_comparison_table, writ
 logger = logging.getLogger("demo")
 IMAGE_SIZE = 128
 DEMO_WIDTH = {"width": 0.125, "depth": 0.34}
+# Every 8th frame: the hand moves about half a stride-8 cell per step, enough for the ConvLSTMs
+# to learn the direction from (docs/recurrent.md).
+RECURRENT_FRAME_STEP = 8
 
 
 def train_yolov3(root: Path, out: Path, epochs: int, minutes: float) -> tuple[ra.FrameDataModule, ra.YOLOv3Module, Path]:
@@ -57,7 +60,7 @@ def train_yolov3(root: Path, out: Path, epochs: int, minutes: float) -> tuple[ra
 def compare_recurrent(root: Path, out: Path, checkpoint: Path, epochs: int, minutes: float) -> str:
     """Port the YOLOv3 into a ConvLSTM-YOLO, train its ConvLSTMs, evaluate both on the validation clips;
     return the comparison section (markdown)."""
-    dm = ra.SequenceDataModule(root, image_size=IMAGE_SIZE, lanes=4, steps=8, frame_step=2, num_workers=1,
+    dm = ra.SequenceDataModule(root, image_size=IMAGE_SIZE, lanes=4, steps=8, frame_step=RECURRENT_FRAME_STEP, num_workers=1,
                                cache_dir=out / "frame_cache")
     trainer_options = {"accelerator": "cpu", "enable_checkpointing": False, "enable_progress_bar": False,
                        "enable_model_summary": False, "num_sanity_val_steps": 0}
@@ -65,7 +68,7 @@ def compare_recurrent(root: Path, out: Path, checkpoint: Path, epochs: int, minu
     pl.Trainer(logger=False, **trainer_options).validate(ported, dm, verbose=False)
     yolov3_ap = ported.last_metrics["ap_per_class"].reshape(-1).numpy()
     recurrent = ra.ConvLSTMYOLOModule(dm.num_classes, yolov3_checkpoint=str(checkpoint), class_names=dm.classes,
-                                      freeze_ported_epochs=epochs, **DEMO_WIDTH)
+                                      lr=3e-3, warmup_fraction=0.02, freeze_ported_epochs=epochs, **DEMO_WIDTH)
     trainer = pl.Trainer(max_epochs=epochs, max_time={"minutes": minutes}, logger=pl.loggers.CSVLogger(out, name="recurrent_yolo"),
                          **trainer_options)
     trainer.fit(recurrent, dm)
@@ -78,7 +81,7 @@ def compare_recurrent(root: Path, out: Path, checkpoint: Path, epochs: int, minu
     return (
         f"The YOLOv3 above, ported into a ConvLSTM-YOLO (a ConvLSTM before each head's final conv, "
         f"its own zero-initialised output weights: it starts as that YOLOv3), then {trainer.current_epoch} epochs "
-        f"({trainer.global_step} steps of 4 clips × 8 frames, every 2nd frame) training the ConvLSTMs only, the "
+        f"({trainer.global_step} steps of 4 clips × 8 frames, every {RECURRENT_FRAME_STEP}th frame) training the ConvLSTMs only, the "
         f"ported layers and their BatchNorm statistics fixed. Both are evaluated on the validation clips "
         f"(the held-out videos' labelled actions with 30 frames either side, played in order with the state carried). "
         f"★ marks the motion-only pairs (same hand, tool and path, opposite directions).\n\n"
@@ -108,7 +111,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=900)
     parser.add_argument("--epochs", type=int, default=5, help="training epochs (the learning-rate schedule spans them)")
     parser.add_argument("--train-minutes", type=float, default=8.0, help="training time cap")
-    parser.add_argument("--recurrent-epochs", type=int, default=2, help="ConvLSTM training epochs (0 skips the comparison)")
+    parser.add_argument("--recurrent-epochs", type=int, default=8, help="ConvLSTM training epochs (0 skips the comparison)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)  # one core trains, the other decodes

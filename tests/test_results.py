@@ -92,14 +92,14 @@ def test_recurrent_training_keeps_the_ported_yolov3_map(results_root: Path, yolo
     is not reached yet, so it is logged, not asserted."""
     torch.set_num_threads(1)
     pl.seed_everything(0)
-    dm = ra.SequenceDataModule(results_root, image_size=IMAGE_SIZE, lanes=4, steps=8, frame_step=2, num_workers=1,
+    dm = ra.SequenceDataModule(results_root, image_size=IMAGE_SIZE, lanes=4, steps=8, frame_step=8, num_workers=1,
                                cache_dir=results_root.parent / "frame_cache")
     ported = ra.YOLOv3Module.load_from_checkpoint(yolov3_run["checkpoint"])
     pl.Trainer(**QUIET).validate(ported, dm, verbose=False)
     ported_metrics = ported.last_metrics
-    epochs = 3
+    epochs = 8
     model = ra.ConvLSTMYOLOModule(dm.num_classes, yolov3_checkpoint=str(yolov3_run["checkpoint"]), class_names=dm.classes,
-                                  lr=1e-3, warmup_fraction=0.02, freeze_ported_epochs=epochs, **TINY_YOLO)
+                                  lr=3e-3, warmup_fraction=0.02, freeze_ported_epochs=epochs, **TINY_YOLO)
     losses = StepLosses()
     trainer = pl.Trainer(max_epochs=epochs, check_val_every_n_epoch=epochs, callbacks=[losses], **QUIET)
 
