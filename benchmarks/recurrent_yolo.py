@@ -7,7 +7,8 @@ step is forward + ``yolov3_loss`` over all frames + backward + an SGD step:
   YOLOv3          a batch of B·T frames (default 32)
   ConvLSTM-YOLO   a ``(B, T) = (4, 8)`` sequence batch; the state is carried from step to step
                   (one lane reset per step, as a new clip would) and detached (truncated BPTT),
-                  with the ConvLSTMs in the heads (the study's placement) and in the neck
+                  with the ConvLSTMs in the heads (the study's placement; with and without
+                  the temporal difference at their input) and in the neck
 
 After one warm-up each, the models run round-robin ``--repeats`` times; the table gives the
 medians of wall-clock and process CPU time per frame. The goal is ConvLSTM-YOLO (heads) /
@@ -88,9 +89,11 @@ def per_frame_comparison(image_size: int, lanes: int, steps: int, repeats: int) 
     targets = random_targets(frames_per_step, image_size, min_size=8, max_size=64)
     variants = {f"YOLOv3, batch {frames_per_step}": training_step_fn(
         YOLOv3(NUM_CLASSES, COCO_ANCHORS, WIDTH, DEPTH).train(), frames.flatten(0, 1), targets)}
-    for placement in ("head", "neck"):
-        model = ConvLSTMYOLO(NUM_CLASSES, COCO_ANCHORS, WIDTH, DEPTH, placement=placement).train()
-        variants[f"ConvLSTM-YOLO ({placement}), (B, T) = ({lanes}, {steps})"] = recurrent_step_fn(model, frames, targets)
+    for placement, difference in (("head", True), ("head", False), ("neck", True)):
+        model = ConvLSTMYOLO(NUM_CLASSES, COCO_ANCHORS, WIDTH, DEPTH, placement=placement,
+                             temporal_difference=difference).train()
+        label = "" if difference else ", temporal_difference=False"
+        variants[f"ConvLSTM-YOLO ({placement}{label}), (B, T) = ({lanes}, {steps})"] = recurrent_step_fn(model, frames, targets)
 
     for run in variants.values():
         run()
