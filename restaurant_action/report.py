@@ -322,6 +322,44 @@ def ap_comparison_table(
     return "\n".join(lines) + "\n"
 
 
+def metrics_table(
+    rows: Mapping[str, Mapping[str, float | str | None]],
+    columns: Sequence[str],
+    row_label: str = "run",
+    missing: str = "—",
+) -> str:
+    """Markdown table of a few measures per run, e.g. one row per backbone or setting.
+
+    Args:
+        rows: row name -> column name -> value; a float is written with 3 decimals (NaN as
+            ``–``, no value measured), a string as it is; ``None`` or an absent column as
+            ``missing``.
+        columns: the measure columns, in order.
+        row_label: header of the first column.
+        missing: text of a value that is not known (e.g. a published number not found).
+
+    Returns:
+        The table, rows in the given order.
+
+    Example::
+
+        >>> print(metrics_table({"ours": {"mAP": 0.1234}, "study": {"mAP": None}}, ["mAP"]), end="")
+        | run | mAP |
+        |---|---|
+        | ours | 0.123 |
+        | study | — |
+    """
+    header = [row_label, *columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, values in rows.items():
+        cells = []
+        for column in columns:
+            value = values.get(column)
+            cells.append(missing if value is None else value if isinstance(value, str) else _fmt(value))
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _nanmean(values: np.ndarray) -> float:
     finite = values[~np.isnan(values)]
     return float(finite.mean()) if len(finite) else math.nan

@@ -11,6 +11,7 @@ import pytest
 from restaurant_action.report import (
     FramePredictions,
     ap_comparison_table,
+    metrics_table,
     read_predictions,
     write_evaluation_report,
     write_predictions,
@@ -139,3 +140,14 @@ def test_ap_comparison_table_orders_marks_and_averages():
     assert lines[6] == "| **mean, other classes** |  | **0.500** | **0.400** | **-0.100** |"
     with pytest.raises(ValueError, match="2 AP values for 3 classes"):
         ap_comparison_table(["a", "b", "c"], {"x": [0.1, 0.2]})
+
+
+def test_metrics_table_formats_numbers_text_and_missing_values():
+    table = metrics_table({"ShuffleNetV2": {"mAP": 0.12345, "steps": "40", "recall": float("nan")},
+                           "study": {"mAP": None}}, ["mAP", "recall", "steps"], row_label="backbone")
+    assert table.splitlines() == [
+        "| backbone | mAP | recall | steps |",
+        "|---|---|---|---|",
+        "| ShuffleNetV2 | 0.123 | – | 40 |",
+        "| study | — | — | — |",
+    ]
