@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 from typing import Any, Mapping, Sequence
 
 import pytorch_lightning as pl
@@ -20,6 +21,27 @@ def targets_per_image(targets: Tensor, batch_size: int) -> list[dict[str, Tensor
     """Split ``(M, 6)`` rows ``[image_index, class, x1, y1, x2, y2]`` into one dict per image (metric format)."""
     image_index = targets[:, 0].long()
     return [{"boxes": targets[image_index == i, 2:6], "labels": targets[image_index == i, 1].long()} for i in range(batch_size)]
+
+
+def video_id(name: str) -> int:
+    """A stable integer id of a video name (CRC-32): the same in every process, for the metrics' state."""
+    return zlib.crc32(name.encode("utf-8"))
+
+
+def frame_ids(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The metrics' ``video_ids``/``frame_indices`` keyword arguments of a frame or clip batch.
+
+    Args:
+        batch: a batch with ``videos`` (``B`` names) and ``frames`` int64 ``(B,)``, the
+            evaluated frames' indices in their videos.
+
+    Returns:
+        ``{"video_ids": [B ints], "frame_indices": (B,)}``, or ``{}`` when the batch has no
+        ``videos`` or ``frames`` (then repeated frames are not recognised).
+    """
+    if "videos" not in batch or "frames" not in batch:
+        return {}
+    return {"video_ids": [video_id(name) for name in batch["videos"]], "frame_indices": batch["frames"]}
 
 
 def metric_key(name: str) -> str:
@@ -100,8 +122,9 @@ class DetectionModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, metric: FrameMAP, batch: Mapping[str, Any]) -> None:
+        """Update ``metric`` with the batch's detections; a frame repeated by DDP padding counts once."""
         detections = self.detect(batch)
-        metric.update(detections, targets_per_image(batch["targets"], len(detections)))
+        metric.update(detections, targets_per_image(batch["targets"], len(detections)), **frame_ids(batch))
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         self._evaluate(self.val_map, batch)

@@ -6,14 +6,13 @@ ids, video-mAP.
 from __future__ import annotations
 
 import logging
-import zlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from restaurant_action.lightning._detection import DetectionModule, targets_per_image
+from restaurant_action.lightning._detection import DetectionModule, frame_ids, targets_per_image
 from restaurant_action.metrics import ClassificationAccuracy, LocalizationRecall, VideoMAP
 from restaurant_action.models.backbones3d import load_kinetics_3d, load_mapped_state, read_state_dict
 from restaurant_action.models.darknet import load_darknet_weights
@@ -28,11 +27,6 @@ FROZEN_BRANCHES = {"none": (), "2d": ("backbone_2d",), "3d": ("backbone_3d",), "
 # darknet's partial Darknet-19 file: the first 18 convs of yolo.cfg.
 DARKNET19_CONV23_LAYERS = 18
 PASSTHROUGH_CHECKPOINT_KEY = "yowo_passthrough_order"
-
-
-def video_id(name: str) -> int:
-    """A stable integer id of a video name (CRC-32): the same in every process, for VideoMAP's state."""
-    return zlib.crc32(name.encode("utf-8"))
 
 
 def load_pretrained_yowo(network: YOWO, path: str | Path) -> None:
@@ -287,9 +281,10 @@ class YOWOModule(DetectionModule):
     def _evaluate_step(self, batch: Mapping[str, Any], stage: str) -> None:
         detections = self.detect(batch)
         targets = targets_per_image(batch["targets"], len(detections))
-        (self.val_map if stage == "val" else self.test_map).update(detections, targets)
+        ids = frame_ids(batch)
+        (self.val_map if stage == "val" else self.test_map).update(detections, targets, **ids)
         for metric in self.frame_measures[stage].values():
-            metric.update(detections, targets)
+            metric.update(detections, targets, **ids)
         tracks = batch.get("tracks")
         if tracks is None:
             if not self._warned_no_tracks:
@@ -299,7 +294,7 @@ class YOWOModule(DetectionModule):
         image_index = batch["targets"][:, 0].long()
         for index, target in enumerate(targets):
             target["tracks"] = tracks[image_index == index].long()
-        self.video_map[stage].update(detections, targets, [video_id(v) for v in batch["videos"]], batch["frames"])
+        self.video_map[stage].update(detections, targets, **ids)
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         self._evaluate_step(batch, "val")

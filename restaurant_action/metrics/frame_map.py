@@ -28,7 +28,7 @@ from restaurant_action.metrics._ap import (
     precision_recall,
     voc_average_precision,
 )
-from restaurant_action.metrics._inputs import CatStateMetric, check_batch, flatten_detections, flatten_targets, synced
+from restaurant_action.metrics._inputs import check_batch, flatten_detections, flatten_targets, synced
 from restaurant_action.metrics._matching import (
     best_overlap_match,
     greedy_match,
@@ -37,6 +37,7 @@ from restaurant_action.metrics._matching import (
     pairs_with_equal_keys,
     rank_in_groups,
 )
+from restaurant_action.metrics._repeats import FrameIdMetric
 
 Interpolation = Literal["voc", "coco101"]
 INTERPOLATIONS = ("voc", "coco101")
@@ -73,7 +74,7 @@ class RankedDetections:
         return status == 1, status == 0, self.scores[start:end]
 
 
-class FrameMAP(CatStateMetric):
+class FrameMAP(FrameIdMetric):
     """Per-class average precision of per-frame detections, and precision/recall summaries.
 
     ``update`` takes one dict per frame, as torchmetrics' detection metrics do:
@@ -83,8 +84,11 @@ class FrameMAP(CatStateMetric):
       ``difficult (M,)`` flags (an ignored ground truth: not counted, and a detection
       matched to it is neither true nor false positive).
 
-    State is kept as concatenated tensors (``dist_reduce_fx="cat"``) with boxes-per-frame
-    counts as the frame index, so memory is constant per box and ranks merge exactly.
+    With ``video_ids`` and ``frame_indices``, a ``(video, frame)`` passed more than once
+    (DDP sampler padding) counts once: the rows of its first submission are kept, rank 0's
+    before rank 1's. State is kept as concatenated tensors (``dist_reduce_fx="cat"``) with
+    boxes-per-frame counts as the frame index, so memory is constant per box and ranks merge
+    exactly.
 
     Args:
         num_classes: number of classes; labels must lie in ``[0, num_classes)``.
@@ -154,16 +158,31 @@ class FrameMAP(CatStateMetric):
         self.add_cat_state("det_scores", (), torch.float32)
         self.add_cat_state("gt_ignore", (), torch.uint8)
 
-    def update(self, preds: Sequence[Mapping[str, Tensor]], targets: Sequence[Mapping[str, Tensor]]) -> None:
+    def update(
+        self,
+        preds: Sequence[Mapping[str, Tensor]],
+        targets: Sequence[Mapping[str, Tensor]],
+        video_ids: Sequence[int] | Tensor | None = None,
+        frame_indices: Sequence[int] | Tensor | None = None,
+    ) -> None:
         """Add a batch of frames: ``preds`` and ``targets`` hold one dict per frame (see class doc).
 
+        Args:
+            preds: one dict per frame: ``boxes (K, 4)``, ``scores (K,)``, ``labels (K,)``.
+            targets: one dict per frame: ``boxes (M, 4)``, ``labels (M,)``, optional flags.
+            video_ids: ``(B,)`` integer id of each frame's video, or ``None``.
+            frame_indices: ``(B,)`` 0-based index of each frame in its video, or ``None``;
+                with both, a repeated ``(video, frame)`` counts once (class doc).
+
         Raises:
-            ValueError: mismatched lengths, or a bad box, score or label (naming the frame
-                index in the batch and the field).
+            ValueError: mismatched lengths, a bad box, score or label (naming the frame
+                index in the batch and the field), only one of ``video_ids`` and
+                ``frame_indices``, or ids in some updates and not in others.
         """
         check_batch(preds, targets)
         detections = flatten_detections(preds, self.num_classes)
         truths = flatten_targets(targets, self.num_classes)
+        ids = self.check_frame_ids(video_ids, frame_indices, len(preds))
         self.det_boxes.append(detections.boxes)
         self.det_scores.append(detections.scores)
         self.det_labels.append(detections.labels)
@@ -172,6 +191,7 @@ class FrameMAP(CatStateMetric):
         self.gt_labels.append(truths.labels)
         self.gt_ignore.append(truths.ignore)
         self.gt_counts.append(truths.counts)
+        self.store_frame_ids(ids, detections.boxes.device)
 
     def compute(self) -> dict[str, Tensor]:
         """Evaluate every frame seen so far (all ranks).
@@ -254,14 +274,20 @@ class FrameMAP(CatStateMetric):
         return curves
 
     def _rank(self) -> RankedDetections:
-        """Match every kept detection at every IoU threshold and rank them class by class."""
-        boxes, labels = self.column("det_boxes"), self.column("det_labels").numpy()
-        scores = self.column("det_scores").numpy().astype(np.float64)
+        """Match every kept detection at every IoU threshold and rank them class by class.
+
+        Only the rows of each ``(video, frame)``'s first submission take part (``first_frames``).
+        """
         det_counts, gt_counts = self.column("det_counts").numpy(), self.column("gt_counts").numpy()
-        gt_boxes, gt_labels = self.column("gt_boxes"), self.column("gt_labels").numpy()
-        gt_ignore = self.column("gt_ignore").numpy().astype(bool)
         if len(det_counts) != len(gt_counts):
             raise RuntimeError(f"state holds {len(det_counts)} prediction frames but {len(gt_counts)} target frames")
+        first = self.first_frames(len(det_counts))
+        det_rows, gt_rows = torch.from_numpy(np.repeat(first, det_counts)), torch.from_numpy(np.repeat(first, gt_counts))
+        boxes, labels = self.column("det_boxes")[det_rows], self.column("det_labels")[det_rows].numpy()
+        scores = self.column("det_scores")[det_rows].numpy().astype(np.float64)
+        gt_boxes, gt_labels = self.column("gt_boxes")[gt_rows], self.column("gt_labels")[gt_rows].numpy()
+        gt_ignore = self.column("gt_ignore")[gt_rows].numpy().astype(bool)
+        det_counts, gt_counts = det_counts[first], gt_counts[first]
         frames = np.arange(len(det_counts), dtype=np.int64)
         det_group = np.repeat(frames, det_counts) * self.num_classes + labels
         gt_group = np.repeat(frames, gt_counts) * self.num_classes + gt_labels

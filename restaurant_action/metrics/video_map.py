@@ -46,6 +46,7 @@ from restaurant_action.data.annotations import DEFAULT_MAX_GAP
 from restaurant_action.metrics._ap import mean_ignoring_nan, voc_average_precision
 from restaurant_action.metrics._inputs import CatStateMetric, check_batch, flatten_detections, flatten_targets, synced
 from restaurant_action.metrics._matching import greedy_match, paired_box_iou, pairs_with_equal_keys, rank_in_groups
+from restaurant_action.metrics._repeats import first_submissions, frame_ids
 from restaurant_action.metrics.frame_map import threshold_key
 
 DEFAULT_LINK_IOU = 0.3
@@ -207,10 +208,7 @@ class VideoMAP(CatStateMetric):
         check_batch(preds, targets)
         detections = flatten_detections(preds, self.num_classes)
         truths = flatten_targets(targets, self.num_classes, with_tracks=True)
-        video_ids = torch.as_tensor(video_ids, dtype=torch.int64).reshape(-1).cpu()
-        frame_indices = torch.as_tensor(frame_indices, dtype=torch.int64).reshape(-1).cpu()
-        if len(video_ids) != len(preds) or len(frame_indices) != len(preds):
-            raise ValueError(f"video_ids ({len(video_ids)}) and frame_indices ({len(frame_indices)}) must give one entry per frame ({len(preds)})")
+        video_ids, frame_indices = frame_ids(video_ids, frame_indices, len(preds))
         sources = self._next_sources(len(preds))
         det_frame = detections.frame_of_box.cpu()
         keep = truths.ignore == 0
@@ -378,10 +376,7 @@ def _first_submissions(videos: np.ndarray, frames: np.ndarray, sources: np.ndarr
         ``(U,)`` int64 kept source ids, one per distinct ``(video, frame)``; the other
         ``F - U`` submissions are repeats (logged at debug level).
     """
-    order = np.lexsort((sources, frames, videos))
-    v, f = videos[order], frames[order]
-    first = np.r_[True, (v[1:] != v[:-1]) | (f[1:] != f[:-1])] if len(order) else np.zeros(0, bool)
-    kept = sources[order][first].astype(np.int64)
+    kept = sources[first_submissions(videos, frames, priority=sources)].astype(np.int64)
     if len(kept) < len(sources):
         logger.debug("VideoMAP: dropped %d repeated submissions of %d frames", len(sources) - len(kept), len(kept))
     return kept

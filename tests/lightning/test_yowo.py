@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from restaurant_action.data.datamodules import ClipDataModule
-from restaurant_action.lightning._detection import targets_per_image
-from restaurant_action.lightning.yowo import YOWOModule, video_id
+from restaurant_action.lightning._detection import targets_per_image, video_id
+from restaurant_action.lightning.yowo import YOWOModule
 from restaurant_action.metrics import VideoMAP
 from restaurant_action.models.backbones3d import build_backbone3d
 from restaurant_action.models.darknet import Darknet19, save_darknet_weights
@@ -240,3 +240,27 @@ def test_perfect_detections_score_one_and_tracks_turn_on_video_map(synthetic_roo
         if key.startswith("map"):
             assert results[f"val/video_{key}"] == pytest.approx(float(value), abs=1e-6), key
     assert results["val/video_map_10"] == pytest.approx(1.0)
+
+
+def test_a_frame_repeated_by_ddp_padding_counts_once_in_every_measure() -> None:
+    model = YOWOModule(3, **TINY)
+    rows = torch.tensor([[0, 1, 2, 2, 20, 20], [1, 2, 30, 30, 60, 60]], dtype=torch.float32)
+    batch = {"targets": rows, "tracks": torch.tensor([0, 1]), "videos": ["a", "b"], "frames": torch.tensor([5, 9])}
+    # DistributedSampler padding sends frame 5 of "a" again; its detections there are off
+    repeat = {"targets": rows[:1], "tracks": torch.tensor([0]), "videos": ["a"], "frames": torch.tensor([5])}
+    shifts = iter([0.0, 25.0])
+
+    def detect(batch: dict[str, Any]) -> list[dict[str, Tensor]]:
+        shift = next(shifts)
+        targets = targets_per_image(batch["targets"], len(batch["frames"]))
+        return [{"boxes": t["boxes"] + shift, "scores": torch.ones(len(t["labels"])), "labels": (t["labels"] + int(shift > 0)) % 3}
+                for t in targets]
+
+    model.detect = detect  # type: ignore[method-assign]
+    model._evaluate_step(batch, "val")
+    model._evaluate_step(repeat, "val")
+    assert model.val_map.compute()["map"].item() == pytest.approx(1.0)
+    assert model.val_map.compute()["num_detections_per_class"].sum().item() == 2
+    for name, metric in model.frame_measures["val"].items():
+        assert metric.compute().item() == pytest.approx(1.0), name
+    assert model.video_map["val"].compute()["map"].item() == pytest.approx(1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 
@@ -300,3 +301,62 @@ def test_bad_arguments():
         FrameMAP(3, iou_thresholds=[0.0])
     with pytest.raises(ValueError, match="class_ranking"):
         FrameMAP(3, class_ranking=[0, 5])
+
+
+def _jittered(preds: list[dict]) -> list[dict]:
+    """The same frames' detections as another batch composition gives them: slightly different."""
+    return [{**p, "boxes": p["boxes"] + 0.5, "scores": (p["scores"] * 0.9 + 0.05)} for p in preds]
+
+
+def test_a_frame_submitted_again_with_ids_counts_once(random_case, caplog):
+    preds, targets = random_case(5, num_frames=12, tied_scores=True, crowd=True)
+    videos, frames = [7] * 6 + [9] * 6, torch.arange(12) % 6
+    for interpolation in ("voc", "coco101"):
+        once, twice = FrameMAP(5, interpolation=interpolation), FrameMAP(5, interpolation=interpolation)
+        once.update(preds, targets, videos, frames)
+        twice.update(preds, targets, video_ids=videos, frame_indices=frames)
+        with caplog.at_level(logging.DEBUG, logger="restaurant_action.metrics._repeats"):
+            twice.update(_jittered(preds[3:8]), targets[3:8], video_ids=videos[3:8], frame_indices=frames[3:8])
+            result = twice.compute()
+        assert "FrameMAP: dropped 5 repeated submissions of 12 frames" in caplog.text
+        expected = once.compute()
+        for key in expected:
+            torch.testing.assert_close(result[key], expected[key], equal_nan=True, msg=lambda m: f"{interpolation} {key}: {m}")
+        curves, expected_curves = twice.precision_recall_curves(), once.precision_recall_curves()
+        assert curves.keys() == expected_curves.keys()
+        for label, curve in curves.items():
+            for actual, wanted in zip(curve, expected_curves[label]):
+                torch.testing.assert_close(actual, wanted)
+
+
+def test_a_repeat_inside_one_batch_keeps_the_first_and_without_ids_counts_twice():
+    preds, targets = hand_case()
+    repeated_preds, repeated_targets = preds + [_jittered(preds)[0]], targets + [targets[0]]
+    with_ids, without_ids, once = FrameMAP(3), FrameMAP(3), FrameMAP(3)
+    with_ids.update(repeated_preds, repeated_targets, [0, 0, 0], [4, 5, 4])
+    without_ids.update(repeated_preds, repeated_targets)
+    once.update(preds, targets)
+    assert with_ids.compute()["map"].item() == pytest.approx(once.compute()["map"].item())
+    assert without_ids.compute()["num_ground_truths_per_class"].tolist() == [5, 1, 0]  # as before: counted twice
+    assert with_ids.compute()["num_ground_truths_per_class"].tolist() == [3, 1, 0]
+
+
+def test_frame_ids_are_checked():
+    preds, targets = hand_case()
+    with pytest.raises(ValueError, match="video_ids and frame_indices must be given together"):
+        FrameMAP(3).update(preds, targets, video_ids=[0, 0])
+    with pytest.raises(ValueError, match="video_ids and frame_indices must be given together"):
+        FrameMAP(3).update(preds, targets, frame_indices=[0, 1])
+    with pytest.raises(ValueError, match=r"video_ids \(3\) and frame_indices \(2\) must give one entry per frame \(2\)"):
+        FrameMAP(3).update(preds, targets, video_ids=[0, 0, 1], frame_indices=[0, 1])
+    metric = FrameMAP(3)
+    metric.update(preds, targets)
+    with pytest.raises(ValueError, match="called without video_ids/frame_indices before"):
+        metric.update(preds, targets, video_ids=[0, 0], frame_indices=[0, 1])
+    metric = FrameMAP(3)
+    metric.update(preds, targets, video_ids=[0, 0], frame_indices=[0, 1])
+    with pytest.raises(ValueError, match="called with video_ids/frame_indices before"):
+        metric.update(preds, targets)
+    metric.reset()
+    metric.update(preds, targets)  # a reset starts afresh
+    assert metric.compute()["num_ground_truths_per_class"].tolist() == [3, 1, 0]

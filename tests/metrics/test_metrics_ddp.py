@@ -1,4 +1,5 @@
-"""Real 2-process (gloo) sync of every metric: ranks' states concatenate/sum to the single-process result."""
+"""Real 2-process (gloo) sync of every metric: ranks' states concatenate to the single-process result,
+also when rank 1 re-submits frames of rank 0 (DistributedSampler padding)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch.multiprocessing as mp
 from restaurant_action.metrics import ClassificationAccuracy, FrameMAP, LocalizationRecall, VideoMAP
 
 WORLD_SIZE = 2
+FRAMES = list(range(16))
 
 
 def _assert_same(actual: dict, expected: dict, what: str) -> None:
@@ -23,6 +25,17 @@ def _assert_same(actual: dict, expected: dict, what: str) -> None:
 
 def _with_tracks(targets: list[dict]) -> list[dict]:
     return [{**t, "tracks": torch.arange(len(t["labels"]))} for t in targets]
+
+
+def _update_padded(metric, rank: int, shares: list, targets_of=lambda targets: targets) -> None:
+    """This rank's share as video ``rank``, frames 0-15; as ``DistributedSampler`` padding does,
+    rank 1 also gets frames 2-5 of rank 0's video, with slightly different outputs (another batch
+    composition). Rank 0's submission must be kept."""
+    preds, targets = shares[rank]
+    metric.update(preds, targets_of(targets), [rank] * 16, FRAMES)
+    if rank == 1:
+        repeat_preds = [{**p, "boxes": p["boxes"] + 0.25, "scores": (p["scores"] + 1e-4).clamp(max=1)} for p in shares[0][0][2:6]]
+        metric.update(repeat_preds, targets_of(shares[0][1][2:6]), video_ids=[0] * 4, frame_indices=FRAMES[2:6])
 
 
 def _worker(rank: int, init_file: str, random_case) -> None:
@@ -39,6 +52,9 @@ def _worker(rank: int, init_file: str, random_case) -> None:
             for share_preds, share_targets in shares:  # ranks are concatenated in rank order
                 single.update(share_preds, share_targets)
             _assert_same(distributed.compute(), single.compute(), f"FrameMAP {interpolation}")
+            padded = FrameMAP(5, interpolation=interpolation)
+            _update_padded(padded, rank, shares)
+            _assert_same(padded.compute(), single.compute(), f"FrameMAP {interpolation} with repeated frames")
 
         # a rank that saw no frame at all (empty list states of every dtype and shape)
         lonely, alone = FrameMAP(5), FrameMAP(5, sync_on_compute=False)
@@ -48,34 +64,25 @@ def _worker(rank: int, init_file: str, random_case) -> None:
         _assert_same(lonely.compute(), alone.compute(), "FrameMAP with an idle rank")
 
         for metric_class in (LocalizationRecall, ClassificationAccuracy):
-            distributed, single = metric_class(5), metric_class(5, sync_on_compute=False)
+            distributed, padded, single = metric_class(5), metric_class(5), metric_class(5, sync_on_compute=False)
             distributed.update(preds, targets)
+            _update_padded(padded, rank, shares)
             for share in shares:
                 single.update(*share)
-            torch.testing.assert_close(distributed.compute(), single.compute(), equal_nan=True)
-        confusion = ClassificationAccuracy(5)
-        confusion.update(preds, targets)
-        expected = ClassificationAccuracy(5, sync_on_compute=False)
-        for share in shares:
-            expected.update(*share)
-        assert torch.equal(confusion.confusion_matrix(), expected.confusion_matrix())
+            detail = "per_class" if metric_class is LocalizationRecall else "confusion_matrix"
+            for metric, what in ((distributed, metric_class.__name__), (padded, f"{metric_class.__name__} with repeated frames")):
+                torch.testing.assert_close(metric.compute(), single.compute(), equal_nan=True, msg=what)
+                torch.testing.assert_close(getattr(metric, detail)(), getattr(single, detail)(), equal_nan=True, msg=f"{what}: {detail}")
 
-        frames = list(range(16))
         distributed, single = VideoMAP(5), VideoMAP(5, sync_on_compute=False)
-        distributed.update(preds, _with_tracks(targets), [rank] * 16, frames)
+        distributed.update(preds, _with_tracks(targets), [rank] * 16, FRAMES)
         for video, (share_preds, share_targets) in enumerate(shares):
-            single.update(share_preds, _with_tracks(share_targets), [video] * 16, frames)
+            single.update(share_preds, _with_tracks(share_targets), [video] * 16, FRAMES)
         _assert_same(distributed.compute(), single.compute(), "VideoMAP")
         assert len(distributed.tubes()) == len(single.tubes())
 
-        # DistributedSampler padding: rank 1 also gets frames 2-5 of rank 0's video, and its
-        # outputs differ slightly (another batch composition); rank 0's submission is kept
         padded = VideoMAP(5)
-        padded.update(preds, _with_tracks(targets), [rank] * 16, frames)
-        if rank == 1:
-            repeat_preds, repeat_targets = shares[0][0][2:6], _with_tracks(shares[0][1][2:6])
-            repeat_preds = [{**p, "scores": (p["scores"] + 1e-4).clamp(max=1)} for p in repeat_preds]
-            padded.update(repeat_preds, repeat_targets, [0] * 4, frames[2:6])
+        _update_padded(padded, rank, shares, _with_tracks)
         _assert_same(padded.compute(), single.compute(), "VideoMAP with a repeated frame")
         assert [t.frames.tolist() for t in padded.ground_truth_tubes()] == [t.frames.tolist() for t in single.ground_truth_tubes()]
         assert [t.scores.tolist() for t in padded.tubes()] == [t.scores.tolist() for t in single.tubes()]

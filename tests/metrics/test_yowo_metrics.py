@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
 import torch
+from torch import Tensor
 
 from restaurant_action.metrics import ClassificationAccuracy, LocalizationRecall
 
@@ -100,3 +102,46 @@ def test_bad_input_is_refused():
         )
     with pytest.raises(ValueError, match="one entry per frame"):
         ClassificationAccuracy(2).update([], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}])
+
+
+def _jittered(preds: list[dict]) -> list[dict]:
+    """The same frames' detections as another batch composition gives them: slightly different."""
+    return [{**p, "boxes": p["boxes"] + 1.5, "scores": p["scores"] * 0.9 + 0.05} for p in preds]
+
+
+def _measures(metric_class, *updates) -> tuple[Tensor, Tensor]:
+    """``compute()`` and ``per_class()``/``confusion_matrix()`` of a metric fed ``updates``."""
+    metric = metric_class(5)
+    for update in updates:
+        metric.update(*update[:2], **update[2])
+    detail = metric.per_class() if metric_class is LocalizationRecall else metric.confusion_matrix()
+    return metric.compute(), detail
+
+
+@pytest.mark.parametrize("metric_class", [LocalizationRecall, ClassificationAccuracy])
+def test_a_frame_submitted_again_with_ids_counts_once(metric_class, random_case, caplog):
+    preds, targets = random_case(4, num_frames=20, max_dets=10, crowd=True)
+    ids = {"video_ids": [3] * 10 + [4] * 10, "frame_indices": torch.arange(20) % 10}
+    repeat = {"video_ids": ids["video_ids"][5:14], "frame_indices": ids["frame_indices"][5:14]}
+    once = _measures(metric_class, (preds, targets, ids))
+    with caplog.at_level(logging.DEBUG, logger="restaurant_action.metrics._repeats"):
+        twice = _measures(metric_class, (preds, targets, ids), (_jittered(preds[5:14]), targets[5:14], repeat))
+    assert f"{metric_class.__name__}: dropped 9 repeated submissions of 20 frames" in caplog.text
+    torch.testing.assert_close(twice, once, equal_nan=True)
+    # the jitter moves results: without ids the repeats count twice, as before
+    without_ids = _measures(metric_class, (preds, targets, {}), (_jittered(preds[5:14]), targets[5:14], {}))
+    assert not torch.equal(without_ids[1], once[1])
+    # ids change nothing when no frame repeats
+    torch.testing.assert_close(_measures(metric_class, (preds, targets, {})), once, equal_nan=True)
+
+
+def test_frame_ids_are_checked():
+    preds, targets = [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}]
+    with pytest.raises(ValueError, match="video_ids and frame_indices must be given together"):
+        LocalizationRecall(2).update(preds, targets, video_ids=[0])
+    with pytest.raises(ValueError, match=r"video_ids \(1\) and frame_indices \(2\) must give one entry per frame \(1\)"):
+        ClassificationAccuracy(2).update(preds, targets, video_ids=[0], frame_indices=[0, 1])
+    metric = ClassificationAccuracy(2)
+    metric.update(preds, targets, video_ids=[0], frame_indices=[0])
+    with pytest.raises(ValueError, match="ClassificationAccuracy.update was called with video_ids/frame_indices before"):
+        metric.update(preds, targets)
