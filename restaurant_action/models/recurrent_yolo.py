@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from restaurant_action.models.convlstm import ConvLSTM, ConvLSTMState
@@ -74,33 +73,17 @@ class ConvLSTMBranch(nn.Module):
 
     def forward(self, x: Tensor, state: BranchState | None) -> tuple[Tensor, BranchState]:
         """``x (B, T, C, H, W)`` → ``(project(h) (B·T, out_channels, H, W), state)``."""
-        hidden, state = self.hidden_states(x, state)
-        return self.project(hidden), state
-
-    def hidden_states(self, x: Tensor, state: BranchState | None) -> tuple[Tensor, BranchState]:
-        """``x (B, T, C, H, W)`` → ``(h (B·T, hidden_channels, H, W), state)``: the ConvLSTM's
-        output at every frame, before ``project``."""
         lstm_state = state.lstm if state is not None else None
         if not self.temporal_difference:
             hidden, lstm_state = self.lstm(x, lstm_state)
-            return hidden.flatten(0, 1), BranchState(lstm_state, None, None)
+            return self.project(hidden.flatten(0, 1)), BranchState(lstm_state, None, None)
         first = x[:, 0]
         if state is not None and state.previous is not None:
             first = torch.where(state.started.view(-1, 1, 1, 1), state.previous, first)
         previous = torch.cat([first.unsqueeze(1), x[:, :-1]], dim=1)
         hidden, lstm_state = self.lstm(torch.cat([x, x - previous], dim=2), lstm_state)
         started = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        return hidden.flatten(0, 1), BranchState(lstm_state, x[:, -1], started)
-
-    def merged_with(self, final: nn.Conv2d, features: Tensor, hidden: Tensor) -> Tensor:
-        """``final(features) + project(hidden)`` as one 1×1 convolution over ``cat(features, hidden)``.
-
-        ``features (N, C_f, H, W)``, ``hidden (N, hidden_channels, H, W)`` → ``(N, out_channels, H, W)``.
-        The same sum with one larger convolution instead of two and an addition: faster on the
-        CPU (benchmarks/recurrent_yolo.py).
-        """
-        weight = torch.cat([final.weight, self.project.weight], dim=1)
-        return F.conv2d(torch.cat([features, hidden], dim=1), weight, final.bias + self.project.bias)
+        return self.project(hidden.flatten(0, 1)), BranchState(lstm_state, x[:, -1], started)
 
     def reset_state(self, state: BranchState, mask: Tensor) -> BranchState:
         """Zero the LSTM state of the lanes where ``mask (B,)`` is true and forget their previous frame."""
@@ -175,11 +158,9 @@ class ConvLSTMYOLO(nn.Module):
         if self.placement == "head":
             features = self.yolo.forward_features(images)
             outputs = []
-            for branch, head, f, level_state in zip(self.recurrent, self.yolo.heads, features, state):
+            for k, (head, f) in enumerate(zip(self.yolo.heads, features)):
                 head_features = head.features(f)
-                hidden, level_state = branch.hidden_states(head_features.unflatten(0, (batch, steps)), level_state)
-                new_state.append(level_state)
-                outputs.append(head.layout(branch.merged_with(head.final, head_features, hidden)))
+                outputs.append(head.layout(head.final(head_features) + recur(k, head_features)))
         else:
             features = self.yolo.forward_features(images, backbone_hook=lambda maps: [m + recur(k, m) for k, m in enumerate(maps)])
             outputs = [head(f) for head, f in zip(self.yolo.heads, features)]

@@ -88,19 +88,6 @@ def test_lstm_separates_classes_the_ported_final_conv_cannot() -> None:
     assert all((out[..., 5] - out[..., 6]).abs().max() > 0.1 for out in trained)
 
 
-def test_heads_merge_final_and_project_into_one_conv_without_changing_the_sum() -> None:
-    """``merged_with`` (one 1×1 conv over ``cat(f, h)``) equals ``final(f) + project(h)``."""
-    torch.manual_seed(0)
-    model = ConvLSTMYOLO(4, COCO_ANCHORS, **TINY)
-    for branch, head in zip(model.recurrent, model.yolo.heads):
-        torch.nn.init.normal_(branch.project.weight)
-        torch.nn.init.normal_(branch.project.bias)
-        features = torch.randn(6, head.final.in_channels, 4, 4)
-        hidden = torch.randn(6, branch.project.in_channels, 4, 4)
-        expected = head.final(features) + branch.project(hidden)
-        torch.testing.assert_close(branch.merged_with(head.final, features, hidden), expected, rtol=1e-5, atol=1e-5)
-
-
 def test_port_errors_name_the_tensor() -> None:
     recurrent = ConvLSTMYOLO(4, COCO_ANCHORS, **TINY)
     wider = YOLOv3(4, COCO_ANCHORS, width=0.25, depth=0.34)
