@@ -119,17 +119,9 @@ class _YOWOMeasure(FrameIdMetric):
         video_ids: Sequence[int] | Tensor | None = None,
         frame_indices: Sequence[int] | Tensor | None = None,
     ) -> None:
-        """Add a batch of frames (one dict per frame, as ``FrameMAP.update``).
-
-        Args:
-            preds: one dict per frame: ``boxes (K, 4)``, ``scores (K,)``, ``labels (K,)``.
-            targets: one dict per frame: ``boxes (M, 4)``, ``labels (M,)``, optional flags.
-            video_ids: ``(B,)`` integer id of each frame's video, or ``None``.
-            frame_indices: ``(B,)`` 0-based index of each frame in its video, or ``None``;
-                with both, a repeated ``(video, frame)`` counts once (first submission kept).
-
-        Raises:
-            ValueError: as ``FrameMAP.update``.
+        """Add a batch of frames: ``preds``, ``targets`` (one dict per frame), ``video_ids`` and
+        ``frame_indices`` (``(B,)`` each, optional; with both, a repeated ``(video, frame)``
+        counts once) and the errors raised are those of ``FrameMAP.update``.
         """
         labels, predicted, counts = _best_detections(preds, targets, self.num_classes, self.iou_threshold, self.score_threshold)
         ids = self.check_frame_ids(video_ids, frame_indices, len(preds))
