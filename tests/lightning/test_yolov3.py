@@ -2,32 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import torch
 from torch import Tensor
 
-from restaurant_action.lightning._detection import targets_per_image
 from restaurant_action.lightning.yolov3 import YOLOv3Module
 
 
-def test_a_frame_repeated_by_ddp_padding_counts_once_in_frame_map() -> None:
+def test_a_frame_repeated_by_ddp_padding_counts_once_in_frame_map(
+    detector_wrong_on_repeat: Callable[[dict[str, Any]], list[dict[str, Tensor]]],
+) -> None:
     model = YOLOv3Module(3, width=0.125, depth=0.34)
     rows = torch.tensor([[0, 1, 2, 2, 20, 20], [1, 2, 30, 30, 60, 60]], dtype=torch.float32)
     images = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
     batch = {"images": images, "targets": rows, "videos": ["a", "b"], "frames": torch.tensor([5, 9])}
     # DistributedSampler padding sends frame 5 of "a" again; its detections there are wrong
     repeat = {"images": images[:1], "targets": rows[:1], "videos": ["a"], "frames": torch.tensor([5])}
-    shifts = iter([0.0, 25.0])
-
-    def detect(batch: dict[str, Any]) -> list[dict[str, Tensor]]:
-        shift = next(shifts)
-        targets = targets_per_image(batch["targets"], len(batch["frames"]))
-        return [{"boxes": t["boxes"] + shift, "scores": torch.ones(len(t["labels"])), "labels": (t["labels"] + int(shift > 0)) % 3}
-                for t in targets]
-
-    model.detect = detect  # type: ignore[method-assign]
+    model.detect = detector_wrong_on_repeat  # type: ignore[method-assign]
     model.validation_step(batch, 0)
     model.validation_step(repeat, 1)
     result = model.val_map.compute()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import pytorch_lightning as pl
@@ -242,21 +242,15 @@ def test_perfect_detections_score_one_and_tracks_turn_on_video_map(synthetic_roo
     assert results["val/video_map_10"] == pytest.approx(1.0)
 
 
-def test_a_frame_repeated_by_ddp_padding_counts_once_in_every_measure() -> None:
+def test_a_frame_repeated_by_ddp_padding_counts_once_in_every_measure(
+    detector_wrong_on_repeat: Callable[[dict[str, Any]], list[dict[str, Tensor]]],
+) -> None:
     model = YOWOModule(3, **TINY)
     rows = torch.tensor([[0, 1, 2, 2, 20, 20], [1, 2, 30, 30, 60, 60]], dtype=torch.float32)
     batch = {"targets": rows, "tracks": torch.tensor([0, 1]), "videos": ["a", "b"], "frames": torch.tensor([5, 9])}
     # DistributedSampler padding sends frame 5 of "a" again; its detections there are off
     repeat = {"targets": rows[:1], "tracks": torch.tensor([0]), "videos": ["a"], "frames": torch.tensor([5])}
-    shifts = iter([0.0, 25.0])
-
-    def detect(batch: dict[str, Any]) -> list[dict[str, Tensor]]:
-        shift = next(shifts)
-        targets = targets_per_image(batch["targets"], len(batch["frames"]))
-        return [{"boxes": t["boxes"] + shift, "scores": torch.ones(len(t["labels"])), "labels": (t["labels"] + int(shift > 0)) % 3}
-                for t in targets]
-
-    model.detect = detect  # type: ignore[method-assign]
+    model.detect = detector_wrong_on_repeat  # type: ignore[method-assign]
     model._evaluate_step(batch, "val")
     model._evaluate_step(repeat, "val")
     assert model.val_map.compute()["map"].item() == pytest.approx(1.0)
