@@ -1,0 +1,69 @@
+"""Scripts of ``examples/`` that the demo does not run: the motion probe."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def load_probe():
+    spec = importlib.util.spec_from_file_location("probe_motion", EXAMPLES / "probe_motion.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_box_crops_cut_every_frame_around_the_key_frame_box() -> None:
+    probe = load_probe()
+    clips = torch.randint(0, 256, (2, 3, 3, 64, 64), dtype=torch.uint8)
+    targets = torch.tensor([[1, 5, 20.0, 24.0, 36.0, 32.0],   # centre (28, 28): crop rows and columns 12..43
+                            [0, 2, 0.0, 0.0, 10.0, 10.0],     # not probed
+                            [0, 7, 52.0, 50.0, 60.0, 58.0]])  # centre (56, 54): reaches past the frame
+
+    crops, labels = probe.box_crops({"clips": clips, "targets": targets}, torch.tensor([7, 5]), crop=32)
+
+    assert crops.shape == (2, 3, 3, 32, 32) and labels.tolist() == [1, 0]  # (N, 3, T, crop, crop), rows in order
+    torch.testing.assert_close(crops[0], clips[1, :, :, 12:44, 12:44].float().div(255).transpose(0, 1))
+    inside = clips[0, :, :, 38:, 40:].float().div(255).transpose(0, 1)  # rows 38..63, columns 40..63
+    torch.testing.assert_close(crops[1, :, :, :26, :24], inside)
+    # roi_align repeats the edge pixel one pixel past the frame, zeros beyond
+    assert crops[1, :, :, 27:, :].abs().sum() == 0 and crops[1, :, :, :, 25:].abs().sum() == 0
+
+
+def test_box_cells_give_the_whole_clip_and_the_cell_of_the_box_centre() -> None:
+    probe = load_probe()
+    clips = torch.randint(0, 256, (2, 4, 3, 64, 64), dtype=torch.uint8)
+    targets = torch.tensor([[1, 5, 20.0, 40.0, 36.0, 48.0],   # centre (28, 44): column 0, row 1
+                            [0, 2, 0.0, 0.0, 10.0, 10.0],     # not probed
+                            [0, 7, 50.0, 0.0, 64.0, 64.0]])  # centre (57, 32): column 1, row 1
+
+    (whole, cells), labels = probe.box_cells({"clips": clips, "targets": targets}, torch.tensor([7, 5]), stride=32)
+
+    assert whole.shape == (2, 3, 4, 64, 64) and labels.tolist() == [1, 0]
+    torch.testing.assert_close(whole[0], clips[1].float().div(255).transpose(0, 1))
+    assert cells.tolist() == [[0, 1], [1, 1]]
+    scores = probe.Probe("resnet18", 0.25, 2, "cell")((whole, cells))
+    assert scores.shape == (2, 2)
+
+
+@pytest.mark.parametrize("readout", ["crop", "cell"])
+def test_probe_script_trains_and_reports_the_accuracy_of_every_class(synthetic_root: Path, readout: str) -> None:
+    classes = ["Pick up from bin with tong or scooper", "Put tongs or scooper back in bin"]
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "probe_motion.py"), str(synthetic_root), "--classes", *classes,
+         "--image-size", "64", "--crop", "32", "--readout", readout, "--steps", "2", "--eval-every", "2"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stderr.strip().splitlines()[-1])
+    assert report["step"] == 2 and set(report["val_accuracy"]) == set(classes)
+    assert all(0.0 <= accuracy <= 1.0 for accuracy in report["val_accuracy"].values())
