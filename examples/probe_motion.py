@@ -127,6 +127,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", type=Path, help="write the trained backbone's state dict here (YOWO's pretrained_3d loads it)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(args.seed)
@@ -160,6 +161,9 @@ def main() -> None:
                 losses = []
             if step >= args.steps:
                 break
+    if args.save:
+        torch.save(probe.backbone.state_dict(), args.save)
+        logger.info("wrote the %s backbone to %s", args.backbone, args.save)
 
 
 if __name__ == "__main__":
