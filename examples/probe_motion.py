@@ -40,15 +40,18 @@ STRIDE = 32  # pixels per cell of the 3D backbones' output
 READOUTS = ("crop", "cell")
 
 
-def box_crops(batch: Mapping[str, Any], class_ids: Tensor, crop: int) -> tuple[Tensor, Tensor]:
+def box_crops(batch: Mapping[str, Any], class_ids: Tensor, crop: int, jitter: int = 0) -> tuple[Tensor, Tensor]:
     """Crops ``(N, 3, T, crop, crop)`` (``[0, 1]``; zeros from a pixel past the frame on) centred on every target
-    box of ``class_ids``, and their labels ``(N,)`` as indices into ``class_ids``.
+    box of ``class_ids`` (shifted by a random ``[-jitter, jitter]`` pixels in x and y), and their labels ``(N,)``
+    as indices into ``class_ids``.
     """
     clips, targets = batch["clips"], batch["targets"]
     batch_size, frames = clips.shape[:2]
     keep = torch.isin(targets[:, 1].long(), class_ids)
     targets = targets[keep]
     centres = (targets[:, 2:4] + targets[:, 4:6]) / 2
+    if jitter:
+        centres = centres + torch.randint(-jitter, jitter + 1, centres.shape)
     square = torch.cat([centres - crop / 2, centres + crop / 2], dim=1)
     rois = torch.cat([(targets[:, :1].long() * frames + torch.arange(frames)).reshape(-1, 1).float(),
                       square.repeat_interleave(frames, dim=0)], dim=1)
@@ -88,20 +91,20 @@ class Probe(nn.Module):
         return self.linear(features[torch.arange(len(features)), :, cells[:, 1], cells[:, 0]])
 
 
-def probe_inputs(batch: Mapping[str, Any], class_ids: Tensor, readout: str, crop: int) -> tuple[Any, Tensor]:
+def probe_inputs(batch: Mapping[str, Any], class_ids: Tensor, readout: str, crop: int, jitter: int) -> tuple[Any, Tensor]:
     """The inputs of ``Probe`` for ``readout`` and their labels."""
     if readout == "crop":
-        return box_crops(batch, class_ids, crop)
+        return box_crops(batch, class_ids, crop, jitter)
     return box_cells(batch, class_ids, STRIDE)
 
 
 @torch.no_grad()
-def accuracy_per_class(probe: Probe, datamodule: ra.ClipDataModule, class_ids: Tensor, crop: int) -> list[float]:
+def accuracy_per_class(probe: Probe, datamodule: ra.ClipDataModule, class_ids: Tensor, crop: int, jitter: int) -> list[float]:
     """Validation accuracy of every probed class."""
     probe.eval()
     correct, total = torch.zeros(len(class_ids)), torch.zeros(len(class_ids))
     for batch in datamodule.val_dataloader():
-        inputs, labels = probe_inputs(batch, class_ids, probe.readout, crop)
+        inputs, labels = probe_inputs(batch, class_ids, probe.readout, crop, jitter)
         if len(labels):
             hits = probe(inputs).argmax(dim=1) == labels
             total += torch.bincount(labels, minlength=len(class_ids))
@@ -122,6 +125,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--readout", default="crop", choices=READOUTS)
     parser.add_argument("--crop", type=int, default=64, help="crop side in pixels at --image-size (a multiple of 32)")
+    parser.add_argument("--jitter", type=int, default=0,
+                        help="crop readout: shift every crop's centre by up to this many pixels (16: anywhere in a 32-px cell)")
     parser.add_argument("--steps", type=int, default=900)
     parser.add_argument("--eval-every", type=int, default=150)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -144,7 +149,7 @@ def main() -> None:
     step, losses, start = 0, [], time.perf_counter()
     while step < args.steps:
         for batch in datamodule.train_dataloader():
-            inputs, labels = probe_inputs(batch, class_ids, args.readout, args.crop)
+            inputs, labels = probe_inputs(batch, class_ids, args.readout, args.crop, args.jitter)
             if not len(labels):
                 continue
             loss = F.cross_entropy(probe(inputs), labels)
@@ -154,7 +159,7 @@ def main() -> None:
             losses.append(loss.item())
             step += 1
             if step % args.eval_every == 0 or step == args.steps:
-                accuracy = accuracy_per_class(probe, datamodule, class_ids, args.crop)
+                accuracy = accuracy_per_class(probe, datamodule, class_ids, args.crop, args.jitter)
                 logger.info(json.dumps({"step": step, "train_loss": round(sum(losses) / len(losses), 3),
                                         "val_accuracy": dict(zip(args.classes, [round(a, 3) for a in accuracy])),
                                         "seconds": round(time.perf_counter() - start)}))

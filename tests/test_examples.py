@@ -38,6 +38,24 @@ def test_box_crops_cut_every_frame_around_the_key_frame_box() -> None:
     assert crops[1, :, :, 27:, :].abs().sum() == 0 and crops[1, :, :, :, 25:].abs().sum() == 0
 
 
+def test_box_crops_jitter_shifts_each_crop_by_at_most_jitter_pixels() -> None:
+    probe = load_probe()
+    clips = torch.randint(0, 256, (1, 2, 3, 96, 96), dtype=torch.uint8)
+    targets = torch.tensor([[0, 3, 40.0, 40.0, 56.0, 56.0]] * 8)  # centre (48, 48): crop 32..63 unshifted
+    torch.manual_seed(0)
+
+    crops, _ = probe.box_crops({"clips": clips, "targets": targets}, torch.tensor([3]), crop=32, jitter=4)
+
+    frames = clips[0].float().div(255).transpose(0, 1)
+    shifts = []
+    for cut in crops:
+        matches = [(dx, dy) for dx in range(-4, 5) for dy in range(-4, 5)
+                   if torch.allclose(cut, frames[:, :, 32 + dy:64 + dy, 32 + dx:64 + dx])]
+        assert len(matches) == 1  # the frame's pixels, shifted by at most 4 in x and y
+        shifts += matches
+    assert len(set(shifts)) > 1
+
+
 def test_box_cells_give_the_whole_clip_and_the_cell_of_the_box_centre() -> None:
     probe = load_probe()
     clips = torch.randint(0, 256, (2, 4, 3, 64, 64), dtype=torch.uint8)
