@@ -40,15 +40,22 @@ STRIDE = 32  # pixels per cell of the 3D backbones' output
 READOUTS = ("crop", "cell")
 
 
+def probed_targets(targets: Tensor, class_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """The rows ``(N, 6)`` of ``targets`` whose class is in ``class_ids``, and their labels ``(N,)``
+    as indices into ``class_ids``.
+    """
+    targets = targets[torch.isin(targets[:, 1].long(), class_ids)]
+    return targets, (targets[:, 1:2].long() == class_ids).float().argmax(dim=1)
+
+
 def box_crops(batch: Mapping[str, Any], class_ids: Tensor, crop: int, jitter: int = 0) -> tuple[Tensor, Tensor]:
     """Crops ``(N, 3, T, crop, crop)`` (``[0, 1]``; zeros from a pixel past the frame on) centred on every target
     box of ``class_ids`` (shifted by a random ``[-jitter, jitter]`` pixels in x and y), and their labels ``(N,)``
     as indices into ``class_ids``.
     """
-    clips, targets = batch["clips"], batch["targets"]
-    batch_size, frames = clips.shape[:2]
-    keep = torch.isin(targets[:, 1].long(), class_ids)
-    targets = targets[keep]
+    clips = batch["clips"]
+    frames = clips.shape[1]
+    targets, labels = probed_targets(batch["targets"], class_ids)
     centres = (targets[:, 2:4] + targets[:, 4:6]) / 2
     if jitter:
         centres = centres + torch.randint(-jitter, jitter + 1, centres.shape)
@@ -57,7 +64,6 @@ def box_crops(batch: Mapping[str, Any], class_ids: Tensor, crop: int, jitter: in
                       square.repeat_interleave(frames, dim=0)], dim=1)
     images = clips.flatten(0, 1).float() / 255
     cut = roi_align(images, rois, crop, aligned=True)  # (N·T, 3, crop, crop)
-    labels = (targets[:, 1:2].long() == class_ids).float().argmax(dim=1)
     return cut.view(len(targets), frames, 3, crop, crop).transpose(1, 2), labels
 
 
@@ -65,10 +71,9 @@ def box_cells(batch: Mapping[str, Any], class_ids: Tensor, stride: int) -> tuple
     """For every target box of ``class_ids``: its whole clip ``(N, 3, T, S, S)`` (``[0, 1]``) and the
     ``(column, row)`` of the ``stride`` cell holding its centre ``(N, 2)``; and the labels ``(N,)``.
     """
-    targets = batch["targets"][torch.isin(batch["targets"][:, 1].long(), class_ids)]
+    targets, labels = probed_targets(batch["targets"], class_ids)
     centres = (targets[:, 2:4] + targets[:, 4:6]) / 2
     clips = batch["clips"][targets[:, 0].long()].float().div(255).transpose(1, 2)
-    labels = (targets[:, 1:2].long() == class_ids).float().argmax(dim=1)
     cells = centres.div(stride).long().clamp(max=clips.shape[-1] // stride - 1)
     return (clips, cells), labels
 
