@@ -8,7 +8,11 @@ readouts:
 - ``crop``: the clip cropped to a square centred on the key frame's box, features averaged
   (what a box-aligned, ROI-style head sees);
 - ``cell``: the whole clip, features read at the stride-32 cell holding the box's centre (what
-  YOWO's region head sees).
+  YOWO's region head sees);
+- ``roi``: the whole clip, the backbone's stride-8 (``--roi-stride``) features pooled by a
+  :class:`~restaurant_action.models.roi_head.RoIActionHead` over the box enlarged
+  ``--context`` times (what ``YOWOModule(roi_stride=...)`` adds); ``--box-jitter`` shifts the
+  boxes by up to that fraction of their size, in training and evaluation, as detected boxes are off.
 
 On the synthetic data's motion-only pairs (the default classes), the accuracy says whether a
 backbone learns the direction from that readout, in minutes instead of the hours a whole YOWO
@@ -34,10 +38,11 @@ from torchvision.ops import roi_align
 import restaurant_action as ra
 from restaurant_action.data.synthetic import MOTION_ONLY_PAIRS
 from restaurant_action.models.backbones3d import BACKBONE_3D_NAMES, build_backbone3d
+from restaurant_action.models.roi_head import RoIActionHead, jitter_boxes
 
 logger = logging.getLogger("probe_motion")
 STRIDE = 32  # pixels per cell of the 3D backbones' output
-READOUTS = ("crop", "cell")
+READOUTS = ("crop", "cell", "roi")
 
 
 def probed_targets(targets: Tensor, class_ids: Tensor) -> tuple[Tensor, Tensor]:
@@ -78,38 +83,62 @@ def box_cells(batch: Mapping[str, Any], class_ids: Tensor, stride: int) -> tuple
     return (clips, cells), labels
 
 
-class Probe(nn.Module):
-    """A 3D backbone and a linear layer over its features, averaged (``crop``) or read at a cell (``cell``)."""
+def box_rois(batch: Mapping[str, Any], class_ids: Tensor, jitter: float = 0.0) -> tuple[tuple[Tensor, Tensor], Tensor]:
+    """The batch's clips ``(B, 3, T, S, S)`` (``[0, 1]``) and the rois ``(N, 5)`` ``[clip, x1, y1, x2, y2]``
+    of every target box of ``class_ids`` (shifted by up to ``jitter`` of its size); and the labels ``(N,)``.
+    """
+    targets, labels = probed_targets(batch["targets"], class_ids)
+    boxes = jitter_boxes(targets[:, 2:6], jitter) if jitter else targets[:, 2:6]
+    clips = batch["clips"].float().div(255).transpose(1, 2)
+    return (clips, torch.cat([targets[:, :1], boxes], dim=1)), labels
 
-    def __init__(self, backbone: str, width: float, num_classes: int, readout: str) -> None:
+
+class Probe(nn.Module):
+    """A 3D backbone and a linear layer over its features, averaged (``crop``), read at a cell
+    (``cell``) or pooled over the box (``roi``, a :class:`RoIActionHead` at ``roi_stride``).
+    """
+
+    def __init__(self, backbone: str, width: float, num_classes: int, readout: str, roi_stride: int = 8,
+                 context: float = 2.0) -> None:
         super().__init__()
         self.backbone = build_backbone3d(backbone, width)
-        self.linear = nn.Linear(self.backbone.out_channels, num_classes)
         self.readout = readout
+        if readout == "roi":
+            self.head: nn.Module = RoIActionHead(self.backbone.stage_channels(roi_stride), num_classes, roi_stride,
+                                                 context=context)
+        else:
+            self.head = nn.Linear(self.backbone.out_channels, num_classes)
 
     def forward(self, inputs: Tensor | tuple[Tensor, Tensor]) -> Tensor:
-        """Class scores ``(N, classes)`` of crops ``(N, 3, T, h, w)`` or of ``(clips, cells)`` (see :func:`box_cells`)."""
+        """Class scores ``(N, classes)`` of crops ``(N, 3, T, h, w)``, of ``(clips, cells)`` (see
+        :func:`box_cells`) or of ``(clips, rois)`` (see :func:`box_rois`).
+        """
         if self.readout == "crop":
-            return self.linear(self.backbone(inputs).mean(dim=(2, 3)))
-        clips, cells = inputs
+            return self.head(self.backbone(inputs).mean(dim=(2, 3)))
+        clips, where = inputs
+        if self.readout == "roi":
+            _, stage = self.backbone.forward_with_stage(clips, self.head.stride)
+            return self.head(stage, where)
         features = self.backbone(clips)  # (N, C, S/32, S/32)
-        return self.linear(features[torch.arange(len(features)), :, cells[:, 1], cells[:, 0]])
+        return self.head(features[torch.arange(len(features)), :, where[:, 1], where[:, 0]])
 
 
-def probe_inputs(batch: Mapping[str, Any], class_ids: Tensor, readout: str, crop: int, jitter: int) -> tuple[Any, Tensor]:
-    """The inputs of ``Probe`` for ``readout`` and their labels."""
-    if readout == "crop":
-        return box_crops(batch, class_ids, crop, jitter)
+def probe_inputs(batch: Mapping[str, Any], class_ids: Tensor, args: argparse.Namespace) -> tuple[Any, Tensor]:
+    """The inputs of ``Probe`` for ``args.readout`` and their labels."""
+    if args.readout == "crop":
+        return box_crops(batch, class_ids, args.crop, args.jitter)
+    if args.readout == "roi":
+        return box_rois(batch, class_ids, args.box_jitter)
     return box_cells(batch, class_ids, STRIDE)
 
 
 @torch.no_grad()
-def accuracy_per_class(probe: Probe, datamodule: ra.ClipDataModule, class_ids: Tensor, crop: int, jitter: int) -> list[float]:
+def accuracy_per_class(probe: Probe, datamodule: ra.ClipDataModule, class_ids: Tensor, args: argparse.Namespace) -> list[float]:
     """Validation accuracy of every probed class."""
     probe.eval()
     correct, total = torch.zeros(len(class_ids)), torch.zeros(len(class_ids))
     for batch in datamodule.val_dataloader():
-        inputs, labels = probe_inputs(batch, class_ids, probe.readout, crop, jitter)
+        inputs, labels = probe_inputs(batch, class_ids, args)
         if len(labels):
             hits = probe(inputs).argmax(dim=1) == labels
             total += torch.bincount(labels, minlength=len(class_ids))
@@ -132,6 +161,10 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=64, help="crop side in pixels at --image-size (a multiple of 32)")
     parser.add_argument("--jitter", type=int, default=0,
                         help="crop readout: shift every crop's centre by up to this many pixels (16: anywhere in a 32-px cell)")
+    parser.add_argument("--roi-stride", type=int, default=8, choices=(8, 16), help="roi readout: feature stride")
+    parser.add_argument("--context", type=float, default=2.0, help="roi readout: box enlargement")
+    parser.add_argument("--box-jitter", type=float, default=0.0,
+                        help="roi readout: shift every box by up to this fraction of its size (training and evaluation)")
     parser.add_argument("--steps", type=int, default=900)
     parser.add_argument("--eval-every", type=int, default=150)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -149,12 +182,12 @@ def main() -> None:
     if unknown:
         parser.error(f"classes not in {args.root}/classes.txt: {unknown}")
     class_ids = torch.tensor([datamodule.classes.index(name) for name in args.classes])
-    probe = Probe(args.backbone, args.width, len(class_ids), args.readout)
+    probe = Probe(args.backbone, args.width, len(class_ids), args.readout, args.roi_stride, args.context)
     optimizer = torch.optim.AdamW(probe.parameters(), lr=args.lr)
     step, losses, start = 0, [], time.perf_counter()
     while step < args.steps:
         for batch in datamodule.train_dataloader():
-            inputs, labels = probe_inputs(batch, class_ids, args.readout, args.crop, args.jitter)
+            inputs, labels = probe_inputs(batch, class_ids, args)
             if not len(labels):
                 continue
             loss = F.cross_entropy(probe(inputs), labels)
@@ -164,7 +197,7 @@ def main() -> None:
             losses.append(loss.item())
             step += 1
             if step % args.eval_every == 0 or step == args.steps:
-                accuracy = accuracy_per_class(probe, datamodule, class_ids, args.crop, args.jitter)
+                accuracy = accuracy_per_class(probe, datamodule, class_ids, args)
                 logger.info(json.dumps({"step": step, "train_loss": round(sum(losses) / len(losses), 3),
                                         "val_accuracy": dict(zip(args.classes, [round(a, 3) for a in accuracy])),
                                         "seconds": round(time.perf_counter() - start)}))

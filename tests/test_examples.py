@@ -72,7 +72,26 @@ def test_box_cells_give_the_whole_clip_and_the_cell_of_the_box_centre() -> None:
     assert scores.shape == (2, 2)
 
 
-@pytest.mark.parametrize("readout", ["crop", "cell"])
+def test_box_rois_give_the_batch_clips_and_the_probed_boxes() -> None:
+    probe = load_probe()
+    clips = torch.randint(0, 256, (2, 4, 3, 64, 64), dtype=torch.uint8)
+    targets = torch.tensor([[1, 5, 20.0, 40.0, 36.0, 48.0],
+                            [0, 2, 0.0, 0.0, 10.0, 10.0],    # not probed
+                            [0, 7, 50.0, 0.0, 64.0, 64.0]])
+
+    (whole, rois), labels = probe.box_rois({"clips": clips, "targets": targets}, torch.tensor([7, 5]))
+
+    assert whole.shape == (2, 3, 4, 64, 64) and labels.tolist() == [1, 0]
+    torch.testing.assert_close(rois, torch.tensor([[1, 20.0, 40.0, 36.0, 48.0], [0, 50.0, 0.0, 64.0, 64.0]]))
+    (_, moved), _ = probe.box_rois({"clips": clips, "targets": targets}, torch.tensor([7, 5]), jitter=0.25)
+    shift = (moved - rois)[:, 1:]
+    torch.testing.assert_close(shift[:, :2], shift[:, 2:])  # shifted, not resized
+    assert (shift[0, :2].abs() <= torch.tensor([4.0, 2.0])).all() and shift.abs().sum() > 0
+    scores = probe.Probe("resnet18", 0.25, 2, "roi", roi_stride=16)((whole, rois))
+    assert scores.shape == (2, 2)
+
+
+@pytest.mark.parametrize("readout", ["crop", "cell", "roi"])
 def test_probe_script_trains_and_reports_the_accuracy_of_every_class(synthetic_root: Path, readout: str) -> None:
     classes = ["Pick up from bin with tong or scooper", "Put tongs or scooper back in bin"]
     result = subprocess.run(

@@ -18,7 +18,14 @@ from restaurant_action.models.backbones3d import load_kinetics_3d, load_mapped_s
 from restaurant_action.models.darknet import load_darknet_weights
 from restaurant_action.models.losses import region_loss
 from restaurant_action.models.postprocess import postprocess_region
-from restaurant_action.models.yowo import UCF24_ANCHORS, YOLO_CFG_OUT_CHANNELS, YOWO, load_yowo_checkpoint
+from restaurant_action.models.roi_head import jitter_boxes
+from restaurant_action.models.yowo import (
+    UCF24_ANCHORS,
+    YOLO_CFG_OUT_CHANNELS,
+    YOWO,
+    load_yowo_checkpoint,
+    own_roi_head_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +34,7 @@ FROZEN_BRANCHES = {"none": (), "2d": ("backbone_2d",), "3d": ("backbone_3d",), "
 # darknet's partial Darknet-19 file: the first 18 convs of yolo.cfg.
 DARKNET19_CONV23_LAYERS = 18
 PASSTHROUGH_CHECKPOINT_KEY = "yowo_passthrough_order"
+ROI_STRIDES = (8, 16)
 
 
 def load_pretrained_yowo(network: YOWO, path: str | Path) -> None:
@@ -50,6 +58,7 @@ def load_pretrained_yowo(network: YOWO, path: str | Path) -> None:
     mapped = {key: (key, tensor) for key, tensor in state.items()}
     if reinitialise:  # load the model's own weight (a no-op), re-initialised below
         mapped["final.weight"] = ("final.weight (re-initialised)", network.final.weight.detach().clone())
+    mapped.update(own_roi_head_state(network, mapped, str(path)))
     load_mapped_state(network, mapped, str(path))
     if reinitialise:
         network.final.reset_parameters()
@@ -92,6 +101,14 @@ class YOWOModule(DetectionModule):
         coord_scale, object_scale, noobject_scale, class_scale, ignore_threshold, focal_gamma:
             region-loss settings (:func:`~restaurant_action.models.losses.region_loss`; YOWO's
             defaults).
+        roi_stride: ``None`` (YOWO as published) or 8 or 16: add the box-aligned action
+            classifier over the 3D branch's features at that stride (``YOWO(roi_stride=...)``);
+            it trains on the key frames' target boxes and its probabilities multiply the region
+            head's at every predicted box.
+        roi_bins, roi_context: its bins per side and box enlargement (``YOWO``).
+        roi_jitter: in training, the target boxes the RoI head reads are shifted by up to this
+            fraction of their size, as detected boxes are off.
+        roi_class_scale: weight of its loss, a cross-entropy per target box, summed per frame.
         optimizer, lr, momentum, nms_iou: as for ``DetectionModule``, with YOWO's defaults: AdamW
             (YOWO: Adam) at 1e-4, β1 0.9, NMS IoU 0.4.
         **kwargs: the other settings of ``DetectionModule`` (``class_names``, ``class_ranking``,
@@ -124,6 +141,11 @@ class YOWOModule(DetectionModule):
         class_scale: float = 1.0,
         ignore_threshold: float = 0.6,
         focal_gamma: float = 2.0,
+        roi_stride: int | None = None,
+        roi_bins: int = 4,
+        roi_context: float = 2.0,
+        roi_jitter: float = 0.1,
+        roi_class_scale: float = 1.0,
         optimizer: str = "adamw",
         lr: float = 1e-4,
         momentum: float = 0.9,
@@ -139,8 +161,13 @@ class YOWOModule(DetectionModule):
             raise ValueError(f"backbone_lr_scale must be >= 0, got {backbone_lr_scale}")
         if pretrained_yowo and (pretrained_2d or pretrained_3d):
             raise ValueError("pretrained_yowo holds both branches: do not combine it with pretrained_2d/pretrained_3d")
+        if roi_stride is not None and roi_stride not in ROI_STRIDES:
+            raise ValueError(f"roi_stride must be None or one of {ROI_STRIDES}, got {roi_stride!r}")
+        if roi_jitter < 0 or roi_class_scale < 0:
+            raise ValueError(f"roi_jitter and roi_class_scale must be >= 0, got {roi_jitter} and {roi_class_scale}")
         self.network = YOWO(num_classes, anchors if anchors is not None else UCF24_ANCHORS, backbone_3d, width_2d,
-                            width_3d, channels_2d, cfam_channels)
+                            width_3d, channels_2d, cfam_channels, roi_stride=roi_stride, roi_bins=roi_bins,
+                            roi_context=roi_context)
         min_frames = self.network.backbone_3d.min_frames
         if clip_length < min_frames:
             raise ValueError(f"clip_length={clip_length}: the 3D backbone {backbone_3d} needs clips of at least "
@@ -202,24 +229,49 @@ class YOWOModule(DetectionModule):
     # ------------------------------------------------------------------ network
     def forward(self, clips: Tensor) -> Tensor:
         """Raw region outputs ``(B, A, H/32, W/32, 5 + C)`` of uint8 or float clips ``(B, T, 3, H, W)``
-        (key frame last; uint8 scaled to ``[0, 1]``).
+        (key frame last; uint8 scaled to ``[0, 1]``). With the RoI head the class channels hold
+        both heads' log-probabilities (``YOWO.forward``).
         """
+        return self.network(self._network_input(clips))
+
+    def _network_input(self, clips: Tensor) -> Tensor:
+        """Checked ``(B, T, 3, H, W)`` uint8 or float clips as the network's float ``(B, 3, T, H, W)``."""
         if clips.ndim != 5 or clips.shape[2] != 3:
             raise ValueError(f"expected clips of shape (B, T, 3, H, W) (ClipDataModule's layout), "
                              f"got {tuple(clips.shape)}")
         if clips.shape[1] != self.hparams.clip_length:
             raise ValueError(f"the model was built for clips of {self.hparams.clip_length} frames, got "
                              f"{clips.shape[1]}; set ClipDataModule(clip_length=...) to match")
-        return self.network(self.images_to_float(clips).permute(0, 2, 1, 3, 4))
+        return self.images_to_float(clips).permute(0, 2, 1, 3, 4)
 
-    def loss(self, output: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Per-frame region loss ``(B,)`` and its components (``box``, ``obj``, ``noobj``, ``cls``)."""
+    def loss(self, clips: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Per-frame loss ``(B,)`` of clips ``(B, T, 3, H, W)`` and its components: the region
+        loss's ``box``, ``obj``, ``noobj``, ``cls`` and, with the RoI head, ``roi_cls``.
+        """
         hp = self.hparams
-        return region_loss(
-            output, targets, self.network.anchors, self.network.stride, coord_scale=hp.coord_scale,
+        region, stage_features = self.network.forward_region(self._network_input(clips))
+        per_frame, parts = region_loss(
+            region, targets, self.network.anchors, self.network.stride, coord_scale=hp.coord_scale,
             object_scale=hp.object_scale, noobject_scale=hp.noobject_scale, class_scale=hp.class_scale,
             ignore_threshold=hp.ignore_threshold, focal_gamma=hp.focal_gamma,
         )
+        if self.network.roi_head is None:
+            return per_frame, parts
+        roi_part = self._roi_loss(stage_features, targets.to(region.device), len(per_frame))
+        parts["roi_cls"] = roi_part
+        return per_frame + roi_part, parts
+
+    def _roi_loss(self, stage_features: Tensor, targets: Tensor, batch_size: int) -> Tensor:
+        """``roi_class_scale ×`` the RoI head's cross-entropy at every target box (jittered in
+        training), summed per frame: ``(B,)``.
+        """
+        boxes = targets[:, 2:6].float()
+        if self.training and self.hparams.roi_jitter > 0:
+            boxes = jitter_boxes(boxes, self.hparams.roi_jitter)
+        logits = self.network.roi_head(stage_features, torch.cat([targets[:, :1].float(), boxes], dim=1))
+        per_box = nn.functional.cross_entropy(logits, targets[:, 1].long(), reduction="none")
+        per_frame = per_box.new_zeros(batch_size).index_add_(0, targets[:, 0].long(), per_box)
+        return self.hparams.roi_class_scale * per_frame
 
     def decode(self, output: Tensor) -> list[dict[str, Tensor]]:
         """Detections per key frame from raw outputs: score threshold, class-aware NMS, top ``max_detections``."""
@@ -262,7 +314,7 @@ class YOWOModule(DetectionModule):
                     parameter.grad = None
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
-        per_frame, parts = self.loss(self(batch["clips"]), batch["targets"])
+        per_frame, parts = self.loss(batch["clips"], batch["targets"])
         loss = per_frame.mean()
         self.log("train/loss", loss, prog_bar=True)
         self.log_dict({f"train/{name}": value.mean() for name, value in parts.items()})

@@ -54,6 +54,8 @@ class Backbone3D(nn.Module):
         stride: spatial stride of the output (32).
         temporal_ops: ``(kernel, stride, padding)`` of every layer that changes the length of
             the time axis, in order; :meth:`temporal_size` folds them.
+        stages: ``{stride: (module name, channels)}`` of the modules whose outputs are at
+            spatial strides 8 and 16 (:meth:`forward_with_stage`); empty where not declared.
     """
 
     stride: ClassVar[int] = 32
@@ -64,6 +66,31 @@ class Backbone3D(nn.Module):
         super().__init__()
         self.name = name
         self.out_channels = out_channels
+        self.stages: dict[int, tuple[str, int]] = {}
+
+    def stage_channels(self, stride: int) -> int:
+        """Channels of the features at ``stride`` (8 or 16) that :meth:`forward_with_stage` returns."""
+        return self._stage(stride)[1]
+
+    def _stage(self, stride: int) -> tuple[str, int]:
+        if stride not in self.stages:
+            offered = f"strides {sorted(self.stages)}" if self.stages else "none"
+            raise ValueError(f"{self.name} has no declared stage at stride {stride} (offers {offered}); "
+                             f"choose another stride or another 3D backbone")
+        return self.stages[stride]
+
+    def forward_with_stage(self, clips: Tensor, stride: int) -> tuple[Tensor, Tensor]:
+        """The output ``(B, out_channels, H/32, W/32)`` and the features at ``stride``
+        ``(B, stage_channels(stride), H/stride, W/stride)``, both averaged over time, in one pass.
+        """
+        name, _ = self._stage(stride)
+        captured: list[Tensor] = []
+        handle = self.get_submodule(name).register_forward_hook(lambda module, inputs, output: captured.append(output))
+        try:
+            output = self(clips)
+        finally:
+            handle.remove()
+        return output, captured[0].mean(dim=2)
 
     @classmethod
     def temporal_size(cls, frames: int) -> int:
@@ -227,6 +254,7 @@ class ResNet3D(Backbone3D):
                 blocks.append(block(in_channels, channels, stride, shortcut, cardinality))
                 in_channels = channels * expansion
             setattr(self, f"layer{index + 1}", nn.Sequential(*blocks))
+        self.stages = {8: ("layer2", planes[1] * expansion), 16: ("layer3", planes[2] * expansion)}
         _init_weights(self)
 
     def forward_features(self, clips: Tensor) -> Tensor:
@@ -291,7 +319,11 @@ class MobileNetV23D(Backbone3D):
         super().__init__("mobilenetv2", last_channels)
         in_channels = int(32 * width)
         layers: list[nn.Module] = [_conv_bn_act(3, in_channels, 3, (1, 2, 2), _relu6)]
+        spatial_stride = 2
         for expand_ratio, channels, repeats, stride in MOBILENETV2_SETTINGS:
+            if stride == 2 and spatial_stride in (8, 16):  # the stage that ends at spatial_stride is the last one
+                self.stages[spatial_stride] = (f"features.{len(layers) - 1}", in_channels)
+            spatial_stride *= stride
             for repeat in range(repeats):
                 layers.append(InvertedResidual3D(in_channels, int(channels * width), stride if not repeat else 1,
                                                  expand_ratio))
@@ -370,10 +402,12 @@ class ShuffleNetV23D(Backbone3D):
         self.maxpool = nn.MaxPool3d(3, 2, 1)
         units: list[nn.Module] = []
         in_channels = stem
-        for channels, repeats in zip(stages, SHUFFLENETV2_REPEATS):
+        for stage_stride, channels, repeats in zip((8, 16, 32), stages, SHUFFLENETV2_REPEATS):
             for repeat in range(repeats):
                 units.append(ShuffleUnit3D(in_channels, channels, 1 if repeat else 2))
                 in_channels = channels
+            if stage_stride < 32:
+                self.stages[stage_stride] = (f"features.{len(units) - 1}", channels)
         self.features = nn.Sequential(*units)
         self.conv_last = _conv_bn_act(in_channels, last, 1, 1, _relu)
         _init_weights(self)
@@ -401,6 +435,7 @@ class TorchvisionVideoResNet(Backbone3D):
         self.pool = nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
         self.layer1, self.layer2, self.layer3, self.layer4 = (network.layer1, network.layer2, network.layer3,
                                                               network.layer4)
+        self.stages = {8: ("layer2", 128), 16: ("layer3", 256)}
 
     def forward_features(self, clips: Tensor) -> Tensor:
         x = self.pool(self.stem(clips))

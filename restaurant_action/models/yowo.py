@@ -11,6 +11,12 @@ The layout is that of the official implementation (wei-tim/YOWO ``core/model.py`
   3×3 conv-BN-ReLU, dropout 0.1, 1×1 conv (with bias);
 - a final 1×1 conv without bias to ``A·(5 + C)`` channels (anchor-major).
 
+An option this library adds (``roi_stride``): a box-aligned action classifier
+(:class:`~restaurant_action.models.roi_head.RoIActionHead`) over the 3D branch's stride-8 or -16
+features, whose class probabilities multiply the region head's at every predicted box. YOWO's
+cell readout does not learn actions that only the direction of motion separates; the
+box-aligned readout does (docs/models.md).
+
 Anchors are ``(A, 2)`` (width, height) in input pixels, as everywhere in this library; YOLOv2
 cfg files give them in grid cells of the stride-32 output, i.e. pixels / 32.
 """
@@ -26,6 +32,8 @@ from torch import Tensor, nn
 
 from restaurant_action.models.backbones3d import Backbone3D, build_backbone3d, load_mapped_state, read_state_dict
 from restaurant_action.models.darknet import Darknet19, Reorg
+from restaurant_action.models.postprocess import decode_region
+from restaurant_action.models.roi_head import RoIActionHead
 
 logger = logging.getLogger(__name__)
 
@@ -160,12 +168,19 @@ class YOWO(nn.Module):
         passthrough_order: ``"darknet"`` (darknet's reorg, right for ``yolo.weights``) or
             ``"pytorch-yolo2"`` (:class:`SpaceToDepth`, what YOWO's checkpoints were trained
             with; :func:`load_yowo_checkpoint` switches to it).
+        roi_stride: ``None`` (YOWO as published) or 8 or 16: add a
+            :class:`~restaurant_action.models.roi_head.RoIActionHead` over the 3D branch's
+            features at that stride. :meth:`forward` then returns class logits
+            ``log_softmax(region) + log_softmax(RoI head at the decoded box)``: the softmax of
+            the output is the normalised product of the two heads' probabilities.
+        roi_bins, roi_context: the RoI head's bins per side and box enlargement.
 
     Attributes:
         backbone_2d: :class:`~restaurant_action.models.darknet.Darknet19`.
         backbone_3d: :class:`Backbone3D`.
         cfam: :class:`CFAM`.
         final: the 1×1 prediction conv (no bias, as YOWO's ``conv_final``).
+        roi_head: :class:`~restaurant_action.models.roi_head.RoIActionHead` or ``None``.
         anchors: ``(A, 2)`` buffer, pixels.
     """
 
@@ -174,7 +189,8 @@ class YOWO(nn.Module):
     def __init__(self, num_classes: int, anchors: Tensor | Sequence[Sequence[float]],
                  backbone_3d: str | Backbone3D = "resnext101", width_2d: float = 1.0, width_3d: float = 1.0,
                  channels_2d: int | None = YOLO_CFG_OUT_CHANNELS, cfam_channels: int = 1024, dropout: float = 0.1,
-                 passthrough_order: str = "darknet") -> None:
+                 passthrough_order: str = "darknet", roi_stride: int | None = None, roi_bins: int = 4,
+                 roi_context: float = 2.0) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
@@ -189,6 +205,8 @@ class YOWO(nn.Module):
         self.cfam = CFAM(self.backbone_3d.out_channels + self.backbone_2d.out_channels, cfam_channels,
                          cfam_channels, dropout)
         self.final = nn.Conv2d(cfam_channels, self.num_anchors * (5 + num_classes), 1, bias=False)
+        self.roi_head = None if roi_stride is None else RoIActionHead(
+            self.backbone_3d.stage_channels(roi_stride), num_classes, roi_stride, roi_bins, roi_context)
         self.passthrough_order = "darknet"
         self.set_passthrough_order(passthrough_order)
 
@@ -214,15 +232,42 @@ class YOWO(nn.Module):
 
     def forward_features(self, clips: Tensor) -> Tensor:
         """CFAM's output, the prediction conv's input: ``(B, 3, T, H, W) -> (B, cfam_channels, H/32, W/32)``."""
+        return self._forward_branches(clips)[0]
+
+    def _forward_branches(self, clips: Tensor) -> tuple[Tensor, Tensor | None]:
+        """CFAM's output and, with the RoI head, the 3D branch's features at its stride."""
         self._check_clips(clips)
         key_frames = clips[:, :, -1]
+        if self.roi_head is None:
+            clip_features, stage_features = self.backbone_3d(clips), None
+        else:
+            clip_features, stage_features = self.backbone_3d.forward_with_stage(clips, self.roi_head.stride)
         # YOWO's torch.cat((x_3d, x_2d)): the clip features come first.
-        return self.cfam(torch.cat([self.backbone_3d(clips), self.backbone_2d(key_frames)], dim=1))
+        return self.cfam(torch.cat([clip_features, self.backbone_2d(key_frames)], dim=1)), stage_features
+
+    def forward_region(self, clips: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The region head's raw output ``(B, A, H/32, W/32, 5 + C)`` and, with the RoI head, the
+        features it reads ``(B, C', H/s, W/s)`` (else ``None``): what training needs.
+        """
+        features, stage_features = self._forward_branches(clips)
+        out = self.final(features)
+        batch, _, height, width = out.shape
+        region = out.view(batch, self.num_anchors, 5 + self.num_classes, height, width).permute(0, 1, 3, 4, 2)
+        return region, stage_features
 
     def forward(self, clips: Tensor) -> Tensor:
-        out = self.final(self.forward_features(clips))
-        batch, _, height, width = out.shape
-        return out.view(batch, self.num_anchors, 5 + self.num_classes, height, width).permute(0, 1, 3, 4, 2)
+        """Raw predictions ``(B, A, H/32, W/32, 5 + C)``; with the RoI head, the class channels are
+        ``log_softmax(region logits) + log_softmax(RoI logits at the decoded box)``.
+        """
+        region, stage_features = self.forward_region(clips)
+        if self.roi_head is None:
+            return region
+        boxes, _, _ = decode_region(region.detach(), self.anchors, self.stride)  # (B, P, 4)
+        image_index = torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)
+        rois = torch.cat([image_index.view(-1, 1, 1).expand(-1, boxes.shape[1], 1), boxes], dim=2).flatten(0, 1)
+        roi_logits = self.roi_head(stage_features, rois).view(*region.shape[:-1], self.num_classes)
+        classes = region[..., 5:].log_softmax(dim=-1) + roi_logits.log_softmax(dim=-1)
+        return torch.cat([region[..., :5], classes], dim=-1)
 
     # ------------------------------------------------------------------ fine-tuning helpers
     def freeze_2d(self, frozen: bool = True) -> None:
@@ -259,13 +304,14 @@ class YOWO(nn.Module):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Every parameter, by part, for separate learning rates: ``backbone_2d``,
-        ``backbone_3d`` and ``head`` (CFAM and the final conv). Frozen parameters are included
+        ``backbone_3d`` and ``head`` (CFAM, the final conv and the RoI head). Frozen parameters are included
         (they get no gradient, so optimizers skip them) so that unfreezing later needs no new
         optimizer.
         """
         return {"backbone_2d": list(self.backbone_2d.parameters()),
                 "backbone_3d": list(self.backbone_3d.parameters()),
-                "head": [*self.cfam.parameters(), *self.final.parameters()]}
+                "head": [*self.cfam.parameters(), *self.final.parameters(),
+                         *(self.roi_head.parameters() if self.roi_head is not None else ())]}
 
 
 def _darknet_key_map(model: YOWO) -> dict[str, str]:
@@ -305,6 +351,17 @@ def _yowo_key(model: YOWO, key: str, darknet_keys: Mapping[str, str]) -> str | N
     return None
 
 
+def own_roi_head_state(model: YOWO, mapped: Mapping[str, tuple[str, Tensor]], where: str) -> dict[str, tuple[str, Tensor]]:
+    """The RoI head's own tensors, to load in place of a checkpoint's (``mapped``: our key →
+    (its key, tensor)) that has none: YOWO's and RoI-less ones; empty when either side has one.
+    """
+    if model.roi_head is None or any(key.startswith("roi_head.") for key in mapped):
+        return {}
+    logger.info("%s: has no RoI head; model.roi_head keeps its initial weights", where)
+    return {f"roi_head.{key}": ("(kept: not in the checkpoint)", tensor.detach().clone())
+            for key, tensor in model.roi_head.state_dict().items()}
+
+
 def load_yowo_checkpoint(model: YOWO, source: str | Path | Mapping[str, Tensor]) -> None:
     """Load an official YOWO checkpoint (``yowo_ucf101-24_16f_best.pth``…: ``{"state_dict":
     {"module.backbone_2d.models.0.conv1.weight": ..., "module.backbone_3d.conv1.weight": ...,
@@ -333,6 +390,7 @@ def load_yowo_checkpoint(model: YOWO, source: str | Path | Mapping[str, Tensor])
                     and final[1].shape[1:] == model.final.weight.shape[1:])
     if reinitialise:  # load the model's own weight (a no-op), re-initialised below
         mapped["final.weight"] = ("(re-initialised)", model.final.weight.detach().clone())
+    mapped.update(own_roi_head_state(model, mapped, where))
     load_mapped_state(model, mapped, where)
     if reinitialise:
         model.final.reset_parameters()

@@ -78,6 +78,34 @@ def test_fit_and_validate_log_the_metrics_and_backbones_get_the_scaled_lr(synthe
     torch.testing.assert_close(restored.eval()(clips), model.eval()(clips))
 
 
+def test_roi_head_trains_on_the_target_boxes_and_survives_a_checkpoint(synthetic_root: Path, tmp_path: Path) -> None:
+    dm = _datamodule(synthetic_root)
+    model = _module(dm, roi_stride=8, roi_class_scale=2.0).eval()  # eval: no jitter, fixed BatchNorm
+    batch = next(iter(dm.train_dataloader()))
+    targets = batch["targets"]
+    per_frame, parts = model.loss(batch["clips"], targets)
+    torch.testing.assert_close(per_frame, sum(parts.values()))
+    with torch.no_grad():
+        _, stage = model.network.forward_region(model.images_to_float(batch["clips"]).permute(0, 2, 1, 3, 4))
+        logits = model.network.roi_head(stage, torch.cat([targets[:, :1], targets[:, 2:6]], dim=1))
+    per_box = torch.nn.functional.cross_entropy(logits, targets[:, 1].long(), reduction="none")
+    expected = torch.zeros(len(per_frame)).index_add_(0, targets[:, 0].long(), per_box)
+    torch.testing.assert_close(parts["roi_cls"], 2.0 * expected)
+
+    start = _snapshot(model.network.roi_head)
+    model.train()
+    trainer = pl.Trainer(max_steps=3, limit_val_batches=2, val_check_interval=3, **QUIET)
+    trainer.fit(model, dm)
+    assert _changed(start, model.network.roi_head) == {"classifier.weight"}
+    for key in ("train/roi_cls", "val/map", "val/classification_accuracy"):
+        assert torch.isfinite(trainer.callback_metrics[key]), key
+    path = tmp_path / "yowo-roi.ckpt"
+    trainer.save_checkpoint(path)
+    restored = YOWOModule.load_from_checkpoint(path)
+    clips = next(iter(dm.val_dataloader()))["clips"]
+    torch.testing.assert_close(restored.eval()(clips), model.eval()(clips))
+
+
 def test_frozen_branch_is_fixed_until_unfreeze_epoch(synthetic_root: Path) -> None:
     dm = _datamodule(synthetic_root)
     model = _module(dm, freeze="3d", unfreeze_epoch=1)
@@ -161,6 +189,10 @@ def test_bad_clips_and_options_raise_clear_errors() -> None:
         YOWOModule(3, freeze="head", **TINY)
     with pytest.raises(ValueError, match="unfreeze_epoch"):
         YOWOModule(3, unfreeze_epoch=2, **TINY)
+    with pytest.raises(ValueError, match=r"roi_stride must be None or one of \(8, 16\), got 32"):
+        YOWOModule(3, roi_stride=32, **TINY)
+    with pytest.raises(ValueError, match="roi_jitter and roi_class_scale must be >= 0"):
+        YOWOModule(3, roi_stride=8, roi_jitter=-0.1, **TINY)
     model = YOWOModule(3, **TINY)
     with pytest.raises(ValueError, match="built for clips of 4 frames, got 8"):
         model(torch.zeros(1, 8, 3, 64, 64, dtype=torch.uint8))

@@ -231,3 +231,34 @@ def test_load_errors_name_the_key_and_leave_the_model_untouched(tmp_path):
     with pytest.raises(ValueError, match="expected a state dict"):
         load_kinetics_3d(target, tmp_path / "list.pth")
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
+
+
+@pytest.mark.parametrize("name", [name for name in BACKBONE_3D_NAMES if name != "s3d"])
+def test_stage_features_at_strides_8_and_16_come_from_the_same_pass(name):
+    model = _tiny(name).eval()
+    clips = torch.randn(2, 3, 8, 64, 32)
+    with torch.no_grad():
+        out = model(clips)
+        for stride in (8, 16):
+            output, stage = model.forward_with_stage(clips, stride)
+            assert stage.shape == (2, model.stage_channels(stride), 64 // stride, 32 // stride)
+            torch.testing.assert_close(output, out)
+    module_name, _ = model.stages[16]
+    assert not model.get_submodule(module_name)._forward_hooks  # the capture hook is removed
+
+
+def test_stage_features_are_the_named_module_averaged_over_time():
+    model = _tiny("resnet18").eval()
+    clips = torch.randn(1, 3, 8, 64, 64)
+    with torch.no_grad():
+        x = model.maxpool(model.relu(model.bn1(model.conv1(clips))))
+        expected = model.layer2(model.layer1(x)).mean(dim=2)
+        _, stage = model.forward_with_stage(clips, 8)
+    torch.testing.assert_close(stage, expected)
+
+
+def test_missing_stage_names_the_backbone_and_the_strides_it_offers():
+    with pytest.raises(ValueError, match=r"s3d has no declared stage at stride 8 \(offers none\)"):
+        _tiny("s3d").stage_channels(8)
+    with pytest.raises(ValueError, match=r"resnet18 has no declared stage at stride 4 \(offers strides \[8, 16\]\)"):
+        _tiny("resnet18").forward_with_stage(torch.randn(1, 3, 4, 32, 32), 4)

@@ -314,3 +314,42 @@ def test_postprocess_region_scores_and_nms():
                                                   * torch.softmax(torch.tensor([0.0, 1.0, 3.0]), 0)[2]).view(1))
     both = postprocess_region(_region_output(), anchors, 32, score_threshold=0.2, iou_threshold=1.0)[0]
     assert both["labels"].tolist() == [1, 1]
+
+
+def test_roi_head_probabilities_multiply_the_region_heads_at_every_decoded_box():
+    model = _tiny(num_classes=4, roi_stride=8).eval()
+    clips = torch.randn(2, 3, 4, 64, 96)
+    with torch.no_grad():
+        out = model(clips)
+        region, stage = model.forward_region(clips)
+        assert stage.shape == (2, model.backbone_3d.stage_channels(8), 8, 12)
+        boxes, _, _ = decode_region(region, model.anchors, model.stride)
+        image = torch.arange(2).repeat_interleave(boxes.shape[1]).float().unsqueeze(1)
+        roi_probs = model.roi_head(stage, torch.cat([image, boxes.flatten(0, 1)], dim=1)).softmax(dim=-1)
+    assert out.shape == region.shape == (2, 5, 2, 3, 9)
+    torch.testing.assert_close(out[..., :5], region[..., :5])
+    product = region[..., 5:].softmax(dim=-1).flatten(0, 3) * roi_probs
+    torch.testing.assert_close(out[..., 5:].softmax(dim=-1).flatten(0, 3), product / product.sum(dim=-1, keepdim=True))
+    groups = model.parameter_groups()
+    assert any(p is model.roi_head.classifier.weight for p in groups["head"])
+    assert sum(len(p) for p in groups.values()) == len(list(model.parameters()))
+
+
+def test_yowo_checkpoints_load_into_a_model_with_a_roi_head_which_keeps_its_weights(tmp_path, caplog):
+    source = _tiny(seed=0, passthrough_order="pytorch-yolo2").eval()
+    path = tmp_path / "yowo_ucf101-24_16f_best.pth"
+    torch.save({"state_dict": _official_state(source)}, path)
+    target = _tiny(seed=1, roi_stride=16).eval()
+    roi_before = {k: v.clone() for k, v in target.roi_head.state_dict().items()}
+    with caplog.at_level(logging.INFO):
+        load_yowo_checkpoint(target, path)
+    assert "has no RoI head" in caplog.text
+    assert all(torch.equal(v, roi_before[k]) for k, v in target.roi_head.state_dict().items())
+    clips = torch.randn(1, 3, 4, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(target.forward_region(clips)[0], source(clips), rtol=0, atol=0)
+
+
+def test_roi_head_needs_a_backbone_with_that_stage():
+    with pytest.raises(ValueError, match="s3d has no declared stage at stride 8"):
+        YOWO(3, UCF24_ANCHORS, backbone_3d="s3d", width_2d=0.125, cfam_channels=32, roi_stride=8)
