@@ -27,8 +27,8 @@ from restaurant_action.models.postprocess import (
     postprocess_detections,
     postprocess_region,
 )
-from restaurant_action.models.roi_head import RoIActionHead
 from restaurant_action.models.recurrent_yolo import BranchState, ConvLSTMBranch, ConvLSTMYOLO
+from restaurant_action.models.roi_head import RoIActionHead
 from restaurant_action.models.yolov3 import COCO_ANCHORS, DetectionBlock, YOLOHead, YOLOv3
 from restaurant_action.models.yowo import (
     CFAM,
