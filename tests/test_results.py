@@ -5,9 +5,9 @@ twice as large, four actions that appearance tells apart and the two motion-only
 equally often; the last video of each camera view is held out (``splits.json``), so every model
 is validated on the same unseen videos. The tests share one trained YOLOv3 (module scope, one
 xdist group): the YOLOv3 test reads its scores, the recurrent model is ported from it.
-YOWO's targets (localization recall 0.7, classification accuracy 0.8) are not both reached on
-the CPU (with the RoI action head, classification passes 0.8 after a 30-minute run while
-localization stays near 0.55; docs/training.md), so no test claims them.
+YOWO's targets (localization recall 0.7, classification accuracy 0.8) are reached on the CPU
+only by a run of over an hour (10 epochs with the RoI action head; docs/training.md), beyond
+the suite's budget, so no test claims them.
 """
 
 from __future__ import annotations
