@@ -205,7 +205,7 @@ def compare_yowo(root: Path, out: Path, epochs: int, minutes: float, ablation_st
         f"{ablation_steps} steps of 8 clips (at most {ABLATION_MINUTES:g} minute), validated on every {YOWO_KEY_FRAME_STEP}th "
         f"validation key frame ({len(ablation.datasets['val'])}). After so few steps, with one seed each, the differences "
         f"between rows are mostly noise: the table shows that each setting trains and runs, not which one is best. The "
-        f"last row adds this library's box-aligned action classifier (docs/models.md), which lets YOWO learn the "
+        f"RoI row adds this library's box-aligned action classifier (docs/models.md), which lets YOWO learn the "
         f"motion-only pairs in longer runs (docs/training.md).\n\n"
         + metrics_table({**backbones, **study_row}, per_run, row_label="3D backbone")
         + f"\n### Table 3: anchors × frozen branches\n\n"
