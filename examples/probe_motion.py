@@ -2,7 +2,7 @@
 
 Trains a 3D backbone (from scratch) plus a linear layer to classify the named actions at their
 boxes, in the clips ``ClipDataModule`` serves (the same frames, order and augmentation YOWO
-trains on), and prints the validation accuracy per class every ``--eval-every`` steps. Two
+trains on), and prints the validation accuracy per class every ``--eval-every`` steps. Three
 readouts:
 
 - ``crop``: the clip cropped to a square centred on the key frame's box, features averaged
@@ -53,6 +53,11 @@ def probed_targets(targets: Tensor, class_ids: Tensor) -> tuple[Tensor, Tensor]:
     return targets, (targets[:, 1:2].long() == class_ids).float().argmax(dim=1)
 
 
+def network_clips(clips: Tensor) -> Tensor:
+    """uint8 clips ``(N, T, 3, S, S)`` as the 3D backbones take them: float ``[0, 1]``, ``(N, 3, T, S, S)``."""
+    return clips.float().div(255).transpose(1, 2)
+
+
 def box_crops(batch: Mapping[str, Any], class_ids: Tensor, crop: int, jitter: int = 0) -> tuple[Tensor, Tensor]:
     """Crops ``(N, 3, T, crop, crop)`` (``[0, 1]``; zeros from a pixel past the frame on) centred on every target
     box of ``class_ids`` (shifted by a random ``[-jitter, jitter]`` pixels in x and y), and their labels ``(N,)``
@@ -78,7 +83,7 @@ def box_cells(batch: Mapping[str, Any], class_ids: Tensor, stride: int) -> tuple
     """
     targets, labels = probed_targets(batch["targets"], class_ids)
     centres = (targets[:, 2:4] + targets[:, 4:6]) / 2
-    clips = batch["clips"][targets[:, 0].long()].float().div(255).transpose(1, 2)
+    clips = network_clips(batch["clips"][targets[:, 0].long()])
     cells = centres.div(stride).long().clamp(max=clips.shape[-1] // stride - 1)
     return (clips, cells), labels
 
@@ -89,8 +94,7 @@ def box_rois(batch: Mapping[str, Any], class_ids: Tensor, jitter: float = 0.0) -
     """
     targets, labels = probed_targets(batch["targets"], class_ids)
     boxes = jitter_boxes(targets[:, 2:6], jitter) if jitter else targets[:, 2:6]
-    clips = batch["clips"].float().div(255).transpose(1, 2)
-    return (clips, torch.cat([targets[:, :1], boxes], dim=1)), labels
+    return (network_clips(batch["clips"]), torch.cat([targets[:, :1], boxes], dim=1)), labels
 
 
 class Probe(nn.Module):

@@ -232,16 +232,16 @@ class YOWO(nn.Module):
 
     def forward_features(self, clips: Tensor) -> Tensor:
         """CFAM's output, the prediction conv's input: ``(B, 3, T, H, W) -> (B, cfam_channels, H/32, W/32)``."""
-        return self._forward_branches(clips)[0]
+        return self._forward_branches(clips, stage_stride=None)[0]
 
-    def _forward_branches(self, clips: Tensor) -> tuple[Tensor, Tensor | None]:
-        """CFAM's output and, with the RoI head, the 3D branch's features at its stride."""
+    def _forward_branches(self, clips: Tensor, stage_stride: int | None) -> tuple[Tensor, Tensor | None]:
+        """CFAM's output and, for a ``stage_stride``, the 3D branch's features at that stride."""
         self._check_clips(clips)
         key_frames = clips[:, :, -1]
-        if self.roi_head is None:
+        if stage_stride is None:
             clip_features, stage_features = self.backbone_3d(clips), None
         else:
-            clip_features, stage_features = self.backbone_3d.forward_with_stage(clips, self.roi_head.stride)
+            clip_features, stage_features = self.backbone_3d.forward_with_stage(clips, stage_stride)
         # YOWO's torch.cat((x_3d, x_2d)): the clip features come first.
         return self.cfam(torch.cat([clip_features, self.backbone_2d(key_frames)], dim=1)), stage_features
 
@@ -249,7 +249,7 @@ class YOWO(nn.Module):
         """The region head's raw output ``(B, A, H/32, W/32, 5 + C)`` and, with the RoI head, the
         features it reads ``(B, C', H/s, W/s)`` (else ``None``): what training needs.
         """
-        features, stage_features = self._forward_branches(clips)
+        features, stage_features = self._forward_branches(clips, None if self.roi_head is None else self.roi_head.stride)
         out = self.final(features)
         batch, _, height, width = out.shape
         region = out.view(batch, self.num_anchors, 5 + self.num_classes, height, width).permute(0, 1, 3, 4, 2)
