@@ -249,7 +249,8 @@ class YOWO(nn.Module):
         """The region head's raw output ``(B, A, H/32, W/32, 5 + C)`` and, with the RoI head, the
         features it reads ``(B, C', H/s, W/s)`` (else ``None``): what training needs.
         """
-        features, stage_features = self._forward_branches(clips, None if self.roi_head is None else self.roi_head.stride)
+        stage_stride = None if self.roi_head is None else self.roi_head.stride
+        features, stage_features = self._forward_branches(clips, stage_stride)
         out = self.final(features)
         batch, _, height, width = out.shape
         region = out.view(batch, self.num_anchors, 5 + self.num_classes, height, width).permute(0, 1, 3, 4, 2)
