@@ -17,12 +17,15 @@ from restaurant_action.metrics import ClassificationAccuracy, LocalizationRecall
 from restaurant_action.models.backbones3d import load_kinetics_3d, load_mapped_state, read_state_dict
 from restaurant_action.models.darknet import load_darknet_weights
 from restaurant_action.models.losses import region_loss
-from restaurant_action.models.postprocess import postprocess_region
+from torchvision.ops import box_iou
+
+from restaurant_action.models.postprocess import decode_region, select_detections
 from restaurant_action.models.roi_head import jitter_boxes
 from restaurant_action.models.yowo import (
     UCF24_ANCHORS,
     YOLO_CFG_OUT_CHANNELS,
     YOWO,
+    RegionPass,
     load_yowo_checkpoint,
     own_roi_head_state,
 )
@@ -35,6 +38,13 @@ FROZEN_BRANCHES = {"none": (), "2d": ("backbone_2d",), "3d": ("backbone_3d",), "
 DARKNET19_CONV23_LAYERS = 18
 PASSTHROUGH_CHECKPOINT_KEY = "yowo_passthrough_order"
 ROI_STRIDES = (8, 16)
+# The box refiner trains on REFINE_COPIES copies of every target box, each shifted by up to
+# REFINE_SHIFT of its size and resized by up to exp(±REFINE_LOG_SCALE) per axis, and on the
+# region head's boxes that overlap a target of their frame by IoU >= REFINE_MIN_IOU.
+REFINE_COPIES = 4
+REFINE_SHIFT = 0.25
+REFINE_LOG_SCALE = 0.3
+REFINE_MIN_IOU = 0.3
 
 
 def load_pretrained_yowo(network: YOWO, path: str | Path) -> None:
@@ -109,6 +119,11 @@ class YOWOModule(DetectionModule):
         roi_jitter: in training, the target boxes the RoI head reads are shifted by up to this
             fraction of their size, as detected boxes are off.
         roi_class_scale: weight of its loss, a cross-entropy per target box, summed per frame.
+        roi_refine: add the box refiner (``YOWO(roi_refine=True)``, needs ``roi_stride``): it
+            trains on jittered copies of the target boxes and on the region head's boxes that
+            overlap a target (IoU ≥ 0.3), regressing Fast R-CNN's deltas onto the target
+            (smooth L1), and corrects every predicted box at inference.
+        roi_box_scale: weight of the refiner's loss, the mean over a frame's boxes.
         optimizer, lr, momentum, nms_iou: as for ``DetectionModule``, with YOWO's defaults: AdamW
             (YOWO: Adam) at 1e-4, β1 0.9, NMS IoU 0.4.
         **kwargs: the other settings of ``DetectionModule`` (``class_names``, ``class_ranking``,
@@ -146,6 +161,8 @@ class YOWOModule(DetectionModule):
         roi_context: float = 2.0,
         roi_jitter: float = 0.1,
         roi_class_scale: float = 1.0,
+        roi_refine: bool = False,
+        roi_box_scale: float = 1.0,
         optimizer: str = "adamw",
         lr: float = 1e-4,
         momentum: float = 0.9,
@@ -163,11 +180,12 @@ class YOWOModule(DetectionModule):
             raise ValueError("pretrained_yowo holds both branches: do not combine it with pretrained_2d/pretrained_3d")
         if roi_stride is not None and roi_stride not in ROI_STRIDES:
             raise ValueError(f"roi_stride must be None or one of {ROI_STRIDES}, got {roi_stride!r}")
-        if roi_jitter < 0 or roi_class_scale < 0:
-            raise ValueError(f"roi_jitter and roi_class_scale must be >= 0, got {roi_jitter} and {roi_class_scale}")
+        if min(roi_jitter, roi_class_scale, roi_box_scale) < 0:
+            raise ValueError(f"roi_jitter, roi_class_scale and roi_box_scale must be >= 0, got {roi_jitter}, "
+                             f"{roi_class_scale} and {roi_box_scale}")
         self.network = YOWO(num_classes, anchors if anchors is not None else UCF24_ANCHORS, backbone_3d, width_2d,
                             width_3d, channels_2d, cfam_channels, roi_stride=roi_stride, roi_bins=roi_bins,
-                            roi_context=roi_context)
+                            roi_context=roi_context, roi_refine=roi_refine)
         min_frames = self.network.backbone_3d.min_frames
         if clip_length < min_frames:
             raise ValueError(f"clip_length={clip_length}: the 3D backbone {backbone_3d} needs clips of at least "
@@ -246,10 +264,12 @@ class YOWOModule(DetectionModule):
 
     def loss(self, clips: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Per-frame loss ``(B,)`` of clips ``(B, T, 3, H, W)`` and its components: the region
-        loss's ``box``, ``obj``, ``noobj``, ``cls`` and, with the RoI head, ``roi_cls``.
+        loss's ``box``, ``obj``, ``noobj``, ``cls``, with the RoI head ``roi_cls`` and with the
+        box refiner ``roi_box``.
         """
         hp = self.hparams
-        region, stage_features = self.network.forward_region(self._network_input(clips))
+        passes = self.network.forward_region(self._network_input(clips))
+        region = passes.region
         per_frame, parts = region_loss(
             region, targets, self.network.anchors, self.network.stride, coord_scale=hp.coord_scale,
             object_scale=hp.object_scale, noobject_scale=hp.noobject_scale, class_scale=hp.class_scale,
@@ -257,9 +277,13 @@ class YOWOModule(DetectionModule):
         )
         if self.network.roi_head is None:
             return per_frame, parts
-        roi_part = self._roi_loss(stage_features, targets.to(region.device), len(per_frame))
-        parts["roi_cls"] = roi_part
-        return per_frame + roi_part, parts
+        targets = targets.to(region.device)
+        parts["roi_cls"] = self._roi_loss(passes.clip_stage, targets, len(per_frame))
+        per_frame = per_frame + parts["roi_cls"]
+        if self.network.box_refiner is not None:
+            parts["roi_box"] = self._refine_loss(passes, targets)
+            per_frame = per_frame + parts["roi_box"]
+        return per_frame, parts
 
     def _roi_loss(self, stage_features: Tensor, targets: Tensor, batch_size: int) -> Tensor:
         """``roi_class_scale ×`` the RoI head's cross-entropy at every target box (jittered in
@@ -273,15 +297,51 @@ class YOWOModule(DetectionModule):
         per_frame = per_box.new_zeros(batch_size).index_add_(0, targets[:, 0].long(), per_box)
         return self.hparams.roi_class_scale * per_frame
 
-    def decode(self, output: Tensor) -> list[dict[str, Tensor]]:
-        """Detections per key frame from raw outputs: score threshold, class-aware NMS, top ``max_detections``."""
-        hp = self.hparams
-        return postprocess_region(output, self.network.anchors, self.network.stride,
-                                  score_threshold=hp.score_threshold, iou_threshold=hp.nms_iou,
-                                  max_detections=hp.max_detections)
+    def refiner_samples(self, region: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """The boxes the refiner trains on and their targets: ``rois (N, 5)`` ``[frame, x1, y1,
+        x2, y2]`` and the target boxes ``(N, 4)`` they should move onto. In training,
+        ``REFINE_COPIES`` jittered copies of every target box, plus the region head's decoded boxes
+        ``(B, P, 4)`` whose best IoU with a target of their frame is ≥ ``REFINE_MIN_IOU``.
+        """
+        frames, ground_truth = targets[:, 0].long(), targets[:, 2:6].float()
+        boxes = decode_region(region.detach(), self.network.anchors, self.network.stride)[0].flatten(0, 1)
+        box_frames = torch.arange(len(region), device=boxes.device).repeat_interleave(len(boxes) // len(region))
+        iou = box_iou(boxes, ground_truth)  # (B·P, M)
+        iou[box_frames[:, None] != frames[None, :]] = 0
+        best_iou, best = iou.max(dim=1) if len(ground_truth) else (iou.new_zeros(len(boxes)), frames.new_zeros(len(boxes)))
+        matched = best_iou >= REFINE_MIN_IOU
+        sample_frames, sample_boxes, sample_truth = [box_frames[matched]], [boxes[matched]], [ground_truth[best[matched]]]
+        if self.training:
+            copies = ground_truth.repeat(REFINE_COPIES, 1)
+            sample_frames.append(frames.repeat(REFINE_COPIES))
+            sample_boxes.append(jitter_boxes(copies, REFINE_SHIFT, scale=REFINE_LOG_SCALE))
+            sample_truth.append(copies)
+        rois = torch.cat([torch.cat(sample_frames).float()[:, None], torch.cat(sample_boxes)], dim=1)
+        return rois, torch.cat(sample_truth)
+
+    def _refine_loss(self, passes: RegionPass, targets: Tensor) -> Tensor:
+        """``roi_box_scale ×`` the box refiner's smooth-L1 loss on Fast R-CNN's deltas
+        (:meth:`refiner_samples`), the mean over each frame's boxes: ``(B,)``.
+        """
+        refiner, batch_size = self.network.box_refiner, len(passes.region)
+        rois, ground_truth = self.refiner_samples(passes.region, targets)
+        deltas = refiner(self.network.refiner_features(passes), rois)
+        per_box = nn.functional.smooth_l1_loss(deltas, refiner.deltas_between(rois[:, 1:], ground_truth),
+                                               beta=1 / 9, reduction="none").sum(dim=1)
+        frames = rois[:, 0].long()
+        total = per_box.new_zeros(batch_size).index_add_(0, frames, per_box)
+        count = per_box.new_zeros(batch_size).index_add_(0, frames, torch.ones_like(per_box))
+        return self.hparams.roi_box_scale * total / count.clamp(min=1)
 
     def detect(self, batch: Mapping[str, Any]) -> list[dict[str, Tensor]]:
-        return self.decode(self(batch["clips"]))
+        """Detections per key frame (``YOWO.predict``: with ``roi_refine`` at the corrected boxes):
+        score threshold, class-aware NMS, top ``max_detections``.
+        """
+        clips = self._network_input(batch["clips"])
+        hp = self.hparams
+        return select_detections(*self.network.predict(clips), tuple(clips.shape[-2:]),
+                                 score_threshold=hp.score_threshold, iou_threshold=hp.nms_iou,
+                                 max_detections=hp.max_detections)
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Tensor]]:
         return self.detect(batch)

@@ -26,9 +26,10 @@ from restaurant_action.models.postprocess import (
     make_grid,
     postprocess_detections,
     postprocess_region,
+    select_detections,
 )
 from restaurant_action.models.recurrent_yolo import BranchState, ConvLSTMBranch, ConvLSTMYOLO
-from restaurant_action.models.roi_head import RoIActionHead
+from restaurant_action.models.roi_head import RoIActionHead, RoIBoxRefiner
 from restaurant_action.models.yolov3 import COCO_ANCHORS, DetectionBlock, YOLOHead, YOLOv3
 from restaurant_action.models.yowo import (
     CFAM,
@@ -66,6 +67,7 @@ __all__ = [
     "Reorg",
     "ResidualBlock",
     "RoIActionHead",
+    "RoIBoxRefiner",
     "SpaceToDepth",
     "YOLOHead",
     "YOLOv3",
@@ -82,6 +84,7 @@ __all__ = [
     "make_grid",
     "postprocess_detections",
     "postprocess_region",
+    "select_detections",
     "region_loss",
     "save_darknet_weights",
     "yolov3_loss",

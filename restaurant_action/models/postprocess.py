@@ -80,15 +80,40 @@ def postprocess_detections(outputs: Sequence[Tensor], anchors: Tensor, strides: 
                            score_threshold: float = 0.005, iou_threshold: float = 0.45,
                            max_detections: int = 300, pre_nms_top_k: int = 10_000,
                            multi_label: bool = True) -> list[dict[str, Tensor]]:
-    """Raw YOLO outputs to final detections per image.
-
-    The score of a (box, class) pair is ``objectness · class probability``. Boxes are clipped to
-    the input image (its size is ``H_0 · strides[0]``), the ``pre_nms_top_k`` best pairs per
-    image above ``score_threshold`` go through class-aware NMS (one ``batched_nms`` call for the
-    whole batch) and the ``max_detections`` best survivors are kept.
+    """Raw YOLO outputs to final detections per image: :func:`decode_outputs`, then
+    :func:`select_detections` on the input image (its size is ``H_0 · strides[0]``).
 
     Args:
         outputs, anchors, strides: as for :func:`decode_outputs`.
+        score_threshold, iou_threshold, max_detections, pre_nms_top_k, multi_label: as for
+            :func:`select_detections`.
+
+    Returns:
+        one dict per image: ``boxes (K, 4)`` float xyxy pixels, ``scores (K,)`` descending,
+        ``labels (K,)`` int64 class ids.
+    """
+    image_size = (outputs[0].shape[2] * strides[0], outputs[0].shape[3] * strides[0])
+    return select_detections(*decode_outputs(outputs, anchors, strides), image_size,
+                             score_threshold=score_threshold, iou_threshold=iou_threshold,
+                             max_detections=max_detections, pre_nms_top_k=pre_nms_top_k, multi_label=multi_label)
+
+
+@torch.no_grad()
+def select_detections(boxes: Tensor, objectness: Tensor, class_probs: Tensor, image_size: tuple[int, int], *,
+                      score_threshold: float = 0.005, iou_threshold: float = 0.45, max_detections: int = 300,
+                      pre_nms_top_k: int = 10_000, multi_label: bool = True) -> list[dict[str, Tensor]]:
+    """Decoded predictions to final detections per image.
+
+    The score of a (box, class) pair is ``objectness · class probability``. Boxes are clipped to
+    the image, the ``pre_nms_top_k`` best pairs per image above ``score_threshold`` go through
+    class-aware NMS (one ``batched_nms`` call for the whole batch) and the ``max_detections``
+    best survivors are kept.
+
+    Args:
+        boxes: ``(B, P, 4)`` xyxy pixels.
+        objectness: ``(B, P)``.
+        class_probs: ``(B, P, C)``.
+        image_size: ``(height, width)`` of the input image, pixels.
         score_threshold: minimum score (darknet evaluates mAP at 0.005; drawing wants ~0.25).
         iou_threshold: NMS IoU threshold, per class.
         max_detections: detections kept per image.
@@ -100,12 +125,10 @@ def postprocess_detections(outputs: Sequence[Tensor], anchors: Tensor, strides: 
         one dict per image: ``boxes (K, 4)`` float xyxy pixels, ``scores (K,)`` descending,
         ``labels (K,)`` int64 class ids.
     """
-    boxes, objectness, class_probs = decode_outputs(outputs, anchors, strides)
-    batch, num_boxes, num_classes = class_probs.shape
-    image_size = (outputs[0].shape[2] * strides[0], outputs[0].shape[3] * strides[0])
-    boxes = clip_boxes_to_image(boxes, image_size)
+    batch, _, num_classes = class_probs.shape
+    boxes = clip_boxes_to_image(boxes.float(), image_size)
 
-    scores = objectness.unsqueeze(-1) * class_probs
+    scores = objectness.float().unsqueeze(-1) * class_probs.float()
     if multi_label:
         scores = scores.reshape(batch, -1)
     else:
@@ -150,24 +173,21 @@ def decode_region(output: Tensor, anchors: Tensor, stride: int) -> tuple[Tensor,
 def postprocess_region(output: Tensor, anchors: Tensor, stride: int, *, score_threshold: float = 0.005,
                        iou_threshold: float = 0.45, max_detections: int = 300, pre_nms_top_k: int = 10_000,
                        multi_label: bool = True) -> list[dict[str, Tensor]]:
-    """Raw region-head outputs (YOWO) to final detections per image: as
-    :func:`postprocess_detections`, with the score ``σ(objectness) · softmax(class logits)``.
+    """Raw region-head outputs (YOWO) to final detections per image: :func:`decode_region`, then
+    :func:`select_detections`; the score is ``σ(objectness) · softmax(class logits)``.
 
     Args:
         output: ``(B, A, H, W, 5 + C)`` raw predictions.
         anchors: ``(A, 2)`` pixels.
         stride: pixels per cell (32 for YOWO).
         score_threshold, iou_threshold, max_detections, pre_nms_top_k, multi_label: as for
-            :func:`postprocess_detections`.
+            :func:`select_detections`.
 
     Returns:
         one dict per image: ``boxes (K, 4)`` float xyxy pixels, ``scores (K,)`` descending,
         ``labels (K,)`` int64 class ids.
     """
-    out = output.float()
-    # postprocess_detections takes sigmoids of the class channels; the logit of the softmax
-    # turns them back into the softmax probabilities.
-    class_logits = torch.logit(out[..., 5:].softmax(dim=-1))
-    return postprocess_detections([torch.cat([out[..., :5], class_logits], dim=-1)], anchors, [stride],
-                                  score_threshold=score_threshold, iou_threshold=iou_threshold,
-                                  max_detections=max_detections, pre_nms_top_k=pre_nms_top_k, multi_label=multi_label)
+    image_size = (output.shape[2] * stride, output.shape[3] * stride)
+    return select_detections(*decode_region(output, anchors, stride), image_size,
+                             score_threshold=score_threshold, iou_threshold=iou_threshold,
+                             max_detections=max_detections, pre_nms_top_k=pre_nms_top_k, multi_label=multi_label)

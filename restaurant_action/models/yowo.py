@@ -15,7 +15,10 @@ An option this library adds (``roi_stride``): a box-aligned action classifier
 (:class:`~restaurant_action.models.roi_head.RoIActionHead`) over the 3D branch's stride-8 or -16
 features, whose class probabilities multiply the region head's at every predicted box. YOWO's
 cell readout does not learn actions that only the direction of motion separates; the
-box-aligned readout does (docs/models.md).
+box-aligned readout does (docs/models.md). With it, ``roi_refine`` adds a
+:class:`~restaurant_action.models.roi_head.RoIBoxRefiner` over the key frame's and the clip's
+features at the same stride, which corrects each predicted box before the classifier reads it:
+the stride-32 cell places small hands coarsely.
 
 Anchors are ``(A, 2)`` (width, height) in input pixels, as everywhere in this library; YOLOv2
 cfg files give them in grid cells of the stride-32 output, i.e. pixels / 32.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +37,7 @@ from torch import Tensor, nn
 from restaurant_action.models.backbones3d import Backbone3D, build_backbone3d, load_mapped_state, read_state_dict
 from restaurant_action.models.darknet import Darknet19, Reorg
 from restaurant_action.models.postprocess import decode_region
-from restaurant_action.models.roi_head import RoIActionHead
+from restaurant_action.models.roi_head import RoIActionHead, RoIBoxRefiner
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,24 @@ CFAM_KEYS = {"conv_bn_relu1.": "conv1.", "conv_bn_relu2.": "conv2.", "sc.": "att
              "conv_bn_relu3.": "conv3.", "conv_out.1.": "output."}
 
 PASSTHROUGH_ORDERS = ("darknet", "pytorch-yolo2")
+# Modules this library adds to YOWO, absent from official checkpoints.
+ADDED_HEADS = ("roi_head", "box_refiner")
+
+
+class RegionPass(NamedTuple):
+    """What one pass of :meth:`YOWO.forward_region` computes.
+
+    Attributes:
+        region: the region head's raw output ``(B, A, H/32, W/32, 5 + C)``.
+        clip_stage: with the RoI head, the 3D branch's features at its stride
+            ``(B, C3, H/s, W/s)`` (time averaged), else ``None``.
+        frame_stage: with the box refiner, the 2D branch's key-frame features at that stride
+            ``(B, C2, H/s, W/s)``, else ``None``.
+    """
+
+    region: Tensor
+    clip_stage: Tensor | None
+    frame_stage: Tensor | None
 
 
 def check_region_anchors(anchors: Tensor | Sequence[Sequence[float]]) -> Tensor:
@@ -174,6 +196,11 @@ class YOWO(nn.Module):
             ``log_softmax(region) + log_softmax(RoI head at the decoded box)``: the softmax of
             the output is the normalised product of the two heads' probabilities.
         roi_bins, roi_context: the RoI head's bins per side and box enlargement.
+        roi_refine: with ``roi_stride``, add a
+            :class:`~restaurant_action.models.roi_head.RoIBoxRefiner` over
+            ``cat(key-frame features, clip features)`` at ``roi_stride``: every decoded box is
+            corrected by it before the RoI head reads it, and :meth:`predict` returns the
+            corrected boxes (:meth:`forward`'s box channels stay the region head's).
 
     Attributes:
         backbone_2d: :class:`~restaurant_action.models.darknet.Darknet19`.
@@ -181,6 +208,7 @@ class YOWO(nn.Module):
         cfam: :class:`CFAM`.
         final: the 1×1 prediction conv (no bias, as YOWO's ``conv_final``).
         roi_head: :class:`~restaurant_action.models.roi_head.RoIActionHead` or ``None``.
+        box_refiner: :class:`~restaurant_action.models.roi_head.RoIBoxRefiner` or ``None``.
         anchors: ``(A, 2)`` buffer, pixels.
     """
 
@@ -190,7 +218,7 @@ class YOWO(nn.Module):
                  backbone_3d: str | Backbone3D = "resnext101", width_2d: float = 1.0, width_3d: float = 1.0,
                  channels_2d: int | None = YOLO_CFG_OUT_CHANNELS, cfam_channels: int = 1024, dropout: float = 0.1,
                  passthrough_order: str = "darknet", roi_stride: int | None = None, roi_bins: int = 4,
-                 roi_context: float = 2.0) -> None:
+                 roi_context: float = 2.0, roi_refine: bool = False) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
@@ -207,6 +235,11 @@ class YOWO(nn.Module):
         self.final = nn.Conv2d(cfam_channels, self.num_anchors * (5 + num_classes), 1, bias=False)
         self.roi_head = None if roi_stride is None else RoIActionHead(
             self.backbone_3d.stage_channels(roi_stride), num_classes, roi_stride, roi_bins, roi_context)
+        if roi_refine and roi_stride is None:
+            raise ValueError("roi_refine corrects the boxes the RoI head reads: it needs roi_stride (8 or 16)")
+        self.box_refiner = None if not roi_refine else RoIBoxRefiner(
+            self.backbone_2d.stage_channels(roi_stride) + self.backbone_3d.stage_channels(roi_stride), roi_stride,
+            roi_bins, roi_context)
         self.passthrough_order = "darknet"
         self.set_passthrough_order(passthrough_order)
 
@@ -232,43 +265,71 @@ class YOWO(nn.Module):
 
     def forward_features(self, clips: Tensor) -> Tensor:
         """CFAM's output, the prediction conv's input: ``(B, 3, T, H, W) -> (B, cfam_channels, H/32, W/32)``."""
-        return self._forward_branches(clips, stage_stride=None)[0]
+        return self._forward_branches(clips, stage_stride=None, frame_stage=False)[0]
 
-    def _forward_branches(self, clips: Tensor, stage_stride: int | None) -> tuple[Tensor, Tensor | None]:
-        """CFAM's output and, for a ``stage_stride``, the 3D branch's features at that stride."""
+    def _forward_branches(self, clips: Tensor, stage_stride: int | None,
+                          frame_stage: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """CFAM's output and, for a ``stage_stride``, the 3D branch's features at that stride and
+        (``frame_stage``) the 2D branch's.
+        """
         self._check_clips(clips)
         key_frames = clips[:, :, -1]
         if stage_stride is None:
-            clip_features, stage_features = self.backbone_3d(clips), None
+            clip_features, clip_stage = self.backbone_3d(clips), None
         else:
-            clip_features, stage_features = self.backbone_3d.forward_with_stage(clips, stage_stride)
+            clip_features, clip_stage = self.backbone_3d.forward_with_stage(clips, stage_stride)
+        if frame_stage:
+            frame_features, key_frame_stage = self.backbone_2d.forward_with_stage(key_frames, stage_stride)
+        else:
+            frame_features, key_frame_stage = self.backbone_2d(key_frames), None
         # YOWO's torch.cat((x_3d, x_2d)): the clip features come first.
-        return self.cfam(torch.cat([clip_features, self.backbone_2d(key_frames)], dim=1)), stage_features
+        return self.cfam(torch.cat([clip_features, frame_features], dim=1)), clip_stage, key_frame_stage
 
-    def forward_region(self, clips: Tensor) -> tuple[Tensor, Tensor | None]:
-        """The region head's raw output ``(B, A, H/32, W/32, 5 + C)`` and, with the RoI head, the
-        features it reads ``(B, C', H/s, W/s)`` (else ``None``): what training needs.
+    def forward_region(self, clips: Tensor) -> RegionPass:
+        """The region head's raw output and the stage features the added heads read: what
+        training needs.
         """
         stage_stride = None if self.roi_head is None else self.roi_head.stride
-        features, stage_features = self._forward_branches(clips, stage_stride)
+        features, clip_stage, frame_stage = self._forward_branches(clips, stage_stride, self.box_refiner is not None)
         out = self.final(features)
         batch, _, height, width = out.shape
         region = out.view(batch, self.num_anchors, 5 + self.num_classes, height, width).permute(0, 1, 3, 4, 2)
-        return region, stage_features
+        return RegionPass(region, clip_stage, frame_stage)
+
+    def refiner_features(self, passes: RegionPass) -> Tensor:
+        """The box refiner's input ``cat(key-frame stage, clip stage) (B, C2 + C3, H/s, W/s)``."""
+        return torch.cat([passes.frame_stage, passes.clip_stage], dim=1)
 
     def forward(self, clips: Tensor) -> Tensor:
         """Raw predictions ``(B, A, H/32, W/32, 5 + C)``; with the RoI head, the class channels are
-        ``log_softmax(region logits) + log_softmax(RoI logits at the decoded box)``.
+        ``log_softmax(region logits) + log_softmax(RoI logits at the decoded box)`` (with
+        ``roi_refine``, at the corrected box).
         """
-        region, stage_features = self.forward_region(clips)
+        return self._heads(clips)[0]
+
+    def predict(self, clips: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Decoded predictions: ``boxes (B, P, 4)`` xyxy pixels (with ``roi_refine`` corrected
+        by the refiner), ``objectness (B, P)`` and ``class_probs (B, P, C)``, ``P = A·H/32·W/32``
+        (:func:`~restaurant_action.models.postprocess.decode_region`'s order); what
+        :func:`~restaurant_action.models.postprocess.select_detections` takes.
+        """
+        output, refined_boxes = self._heads(clips)
+        boxes, objectness, class_probs = decode_region(output, self.anchors, self.stride)
+        return (boxes if refined_boxes is None else refined_boxes), objectness, class_probs
+
+    def _heads(self, clips: Tensor) -> tuple[Tensor, Tensor | None]:
+        """:meth:`forward`'s output and, with the box refiner, the corrected boxes ``(B, P, 4)``."""
+        passes = self.forward_region(clips)
         if self.roi_head is None:
-            return region
-        boxes, _, _ = decode_region(region.detach(), self.anchors, self.stride)  # (B, P, 4)
-        image_index = torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)
-        rois = torch.cat([image_index.view(-1, 1, 1).expand(-1, boxes.shape[1], 1), boxes], dim=2).flatten(0, 1)
-        roi_logits = self.roi_head(stage_features, rois).view(*region.shape[:-1], self.num_classes)
-        classes = region[..., 5:].log_softmax(dim=-1) + roi_logits.log_softmax(dim=-1)
-        return torch.cat([region[..., :5], classes], dim=-1)
+            return passes.region, None
+        boxes = decode_region(passes.region.detach(), self.anchors, self.stride)[0]  # (B, P, 4)
+        refined_boxes = None
+        if self.box_refiner is not None:
+            boxes = refined_boxes = self.box_refiner.refine(self.refiner_features(passes),
+                                                            box_rois(boxes)).view_as(boxes)
+        roi_logits = self.roi_head(passes.clip_stage, box_rois(boxes)).view(*passes.region.shape[:-1], self.num_classes)
+        classes = passes.region[..., 5:].log_softmax(dim=-1) + roi_logits.log_softmax(dim=-1)
+        return torch.cat([passes.region[..., :5], classes], dim=-1), refined_boxes
 
     # ------------------------------------------------------------------ fine-tuning helpers
     def freeze_2d(self, frozen: bool = True) -> None:
@@ -305,14 +366,21 @@ class YOWO(nn.Module):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Every parameter, by part, for separate learning rates: ``backbone_2d``,
-        ``backbone_3d`` and ``head`` (CFAM, the final conv and the RoI head). Frozen parameters are included
+        ``backbone_3d`` and ``head`` (CFAM, the final conv and the added heads). Frozen parameters are included
         (they get no gradient, so optimizers skip them) so that unfreezing later needs no new
         optimizer.
         """
         return {"backbone_2d": list(self.backbone_2d.parameters()),
                 "backbone_3d": list(self.backbone_3d.parameters()),
                 "head": [*self.cfam.parameters(), *self.final.parameters(),
-                         *(self.roi_head.parameters() if self.roi_head is not None else ())]}
+                         *(p for name in ADDED_HEADS if getattr(self, name) is not None
+                           for p in getattr(self, name).parameters())]}
+
+
+def box_rois(boxes: Tensor) -> Tensor:
+    """``boxes (B, P, 4)`` as RoIAlign's ``rois (B·P, 5)`` ``[batch index, x1, y1, x2, y2]``."""
+    image_index = torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)
+    return torch.cat([image_index.view(-1, 1, 1).expand(-1, boxes.shape[1], 1), boxes], dim=2).flatten(0, 1)
 
 
 def _darknet_key_map(model: YOWO) -> dict[str, str]:
@@ -353,14 +421,19 @@ def _yowo_key(model: YOWO, key: str, darknet_keys: Mapping[str, str]) -> str | N
 
 
 def own_roi_head_state(model: YOWO, mapped: Mapping[str, tuple[str, Tensor]], where: str) -> dict[str, tuple[str, Tensor]]:
-    """The RoI head's own tensors, to load in place of a checkpoint's (``mapped``: our key →
-    (its key, tensor)) that has none: YOWO's and RoI-less ones; empty when either side has one.
+    """The added heads' own tensors (RoI head, box refiner), to load in place of a checkpoint's
+    (``mapped``: our key → (its key, tensor)) that has none of that head: YOWO's and those of
+    this library without it; empty for heads that either side lacks.
     """
-    if model.roi_head is None or any(key.startswith("roi_head.") for key in mapped):
-        return {}
-    logger.info("%s: has no RoI head; model.roi_head keeps its initial weights", where)
-    return {f"roi_head.{key}": ("(kept: not in the checkpoint)", tensor.detach().clone())
-            for key, tensor in model.roi_head.state_dict().items()}
+    kept: dict[str, tuple[str, Tensor]] = {}
+    for name in ADDED_HEADS:
+        head = getattr(model, name)
+        if head is None or any(key.startswith(f"{name}.") for key in mapped):
+            continue
+        logger.info("%s: has no %s; model.%s keeps its initial weights", where, name, name)
+        kept.update({f"{name}.{key}": ("(kept: not in the checkpoint)", tensor.detach().clone())
+                     for key, tensor in head.state_dict().items()})
+    return kept
 
 
 def load_yowo_checkpoint(model: YOWO, source: str | Path | Mapping[str, Tensor]) -> None:

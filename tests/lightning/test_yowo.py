@@ -10,6 +10,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
+from torchvision.ops import box_iou
 
 from restaurant_action.data.datamodules import ClipDataModule
 from restaurant_action.lightning._detection import targets_per_image, video_id
@@ -17,6 +18,7 @@ from restaurant_action.lightning.yowo import YOWOModule
 from restaurant_action.metrics import VideoMAP
 from restaurant_action.models.backbones3d import build_backbone3d
 from restaurant_action.models.darknet import Darknet19, save_darknet_weights
+from restaurant_action.models.postprocess import decode_region
 
 TINY = {"backbone_3d": "resnet18", "width_2d": 0.125, "width_3d": 0.125, "cfam_channels": 32, "clip_length": 4}
 QUIET = {"accelerator": "cpu", "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
@@ -86,7 +88,7 @@ def test_roi_head_trains_on_the_target_boxes_and_survives_a_checkpoint(synthetic
     per_frame, parts = model.loss(batch["clips"], targets)
     torch.testing.assert_close(per_frame, sum(parts.values()))
     with torch.no_grad():
-        _, stage = model.network.forward_region(model.images_to_float(batch["clips"]).permute(0, 2, 1, 3, 4))
+        stage = model.network.forward_region(model.images_to_float(batch["clips"]).permute(0, 2, 1, 3, 4)).clip_stage
         logits = model.network.roi_head(stage, torch.cat([targets[:, :1], targets[:, 2:6]], dim=1))
     per_box = torch.nn.functional.cross_entropy(logits, targets[:, 1].long(), reduction="none")
     expected = torch.zeros(len(per_frame)).index_add_(0, targets[:, 0].long(), per_box)
@@ -104,6 +106,77 @@ def test_roi_head_trains_on_the_target_boxes_and_survives_a_checkpoint(synthetic
     restored = YOWOModule.load_from_checkpoint(path)
     clips = next(iter(dm.val_dataloader()))["clips"]
     torch.testing.assert_close(restored.eval()(clips), model.eval()(clips))
+
+
+def test_box_refiner_trains_on_jittered_targets_and_overlapping_region_boxes(synthetic_root: Path,
+                                                                           tmp_path: Path) -> None:
+    dm = _datamodule(synthetic_root)
+    model = _module(dm, roi_stride=8, roi_refine=True, roi_box_scale=0.5).eval()  # fixed BatchNorm
+    batch = next(iter(dm.train_dataloader()))
+    targets = batch["targets"]
+    clips = model.images_to_float(batch["clips"]).permute(0, 2, 1, 3, 4)
+    with torch.no_grad():
+        passes = model.network.forward_region(clips)
+    region_boxes = decode_region(passes.region, model.network.anchors, model.network.stride)[0]
+    # one more target per frame near one of the untrained region head's boxes, so some overlap
+    near = region_boxes[:, 7] + torch.tensor([2.0, -1.0, 3.0, 1.0])
+    frames = torch.arange(len(near), dtype=targets.dtype)[:, None]
+    targets = torch.cat([targets, torch.cat([frames, torch.zeros_like(frames), near], dim=1)])
+    overlapping = sum(int((box_iou(region_boxes[frame], targets[targets[:, 0] == frame, 2:6]).amax(dim=1) >= 0.3).sum())
+                      for frame in range(len(region_boxes)) if (targets[:, 0] == frame).any())
+    rois, truth = model.train().refiner_samples(passes.region, targets)
+    assert overlapping > 0 and len(rois) == overlapping + 4 * len(targets)
+    copies = slice(overlapping, None)
+    torch.testing.assert_close(truth[copies], targets[:, 2:6].repeat(4, 1))
+    torch.testing.assert_close(rois[copies, 0], targets[:, 0].repeat(4))
+    size = truth[copies, 2:] - truth[copies, :2]
+    shift = (rois[copies, 1:3] + rois[copies, 3:5]) / 2 - (truth[copies, :2] + truth[copies, 2:]) / 2
+    assert (shift.abs() <= 0.25 * size + 1e-4).all()
+    ratio = (rois[copies, 3:5] - rois[copies, 1:3]) / size
+    assert (ratio.log().abs() <= 0.3 + 1e-4).all()
+    for roi, box in zip(rois[:overlapping], truth[:overlapping]):  # each region box with a target of its frame
+        frame_targets = targets[targets[:, 0] == roi[0], 2:6]
+        assert (frame_targets == box).all(dim=1).any()
+        assert box_iou(roi[None, 1:], box[None]).item() >= 0.3
+
+    model.eval()  # no jitter: the samples are the overlapping region boxes only
+    with torch.no_grad():
+        assert torch.equal(model.network.forward_region(clips).region, passes.region)
+    per_frame, parts = model.loss(batch["clips"], targets)
+    torch.testing.assert_close(per_frame, sum(parts.values()))
+    rois, truth = model.refiner_samples(passes.region, targets)
+    assert len(rois) == overlapping
+    refiner = model.network.box_refiner
+    with torch.no_grad():
+        per_box = torch.nn.functional.smooth_l1_loss(refiner(model.network.refiner_features(passes), rois),
+                                                     refiner.deltas_between(rois[:, 1:], truth), beta=1 / 9,
+                                                     reduction="none").sum(dim=1)
+    for frame in range(len(per_frame)):
+        mine = per_box[rois[:, 0] == frame]
+        expected = 0.5 * mine.mean() if len(mine) else torch.tensor(0.0)
+        torch.testing.assert_close(parts["roi_box"][frame], expected)
+
+    start = _snapshot(refiner)
+    model.train()
+    trainer = pl.Trainer(max_steps=3, limit_val_batches=2, val_check_interval=3, **QUIET)
+    trainer.fit(model, dm)
+    assert _changed(start, refiner) == {"regressor.0.weight", "regressor.2.weight"}
+    for key in ("train/roi_box", "train/roi_cls", "val/map", "val/localization_recall"):
+        assert torch.isfinite(trainer.callback_metrics[key]), key
+    path = tmp_path / "yowo-refine.ckpt"
+    trainer.save_checkpoint(path)
+    restored = YOWOModule.load_from_checkpoint(path).eval()
+    val_batch = next(iter(dm.val_dataloader()))
+    model.eval()
+    with torch.no_grad():
+        detections = model.detect(val_batch)
+        for ours, theirs in zip(restored.detect(val_batch), detections):
+            for key in ("boxes", "scores", "labels"):
+                torch.testing.assert_close(ours[key], theirs[key])
+        boxes = model.network.predict(model.images_to_float(val_batch["clips"]).permute(0, 2, 1, 3, 4))[0]
+    for image_boxes, found in zip(boxes, detections):  # detections sit at the refined boxes
+        clipped = image_boxes.clamp(min=0, max=64)
+        assert all((clipped - box).abs().amax(dim=1).min() < 1e-4 for box in found["boxes"])
 
 
 def test_frozen_branch_is_fixed_until_unfreeze_epoch(synthetic_root: Path) -> None:
@@ -191,8 +264,12 @@ def test_bad_clips_and_options_raise_clear_errors() -> None:
         YOWOModule(3, unfreeze_epoch=2, **TINY)
     with pytest.raises(ValueError, match=r"roi_stride must be None or one of \(8, 16\), got 32"):
         YOWOModule(3, roi_stride=32, **TINY)
-    with pytest.raises(ValueError, match="roi_jitter and roi_class_scale must be >= 0"):
+    with pytest.raises(ValueError, match="roi_jitter, roi_class_scale and roi_box_scale must be >= 0"):
         YOWOModule(3, roi_stride=8, roi_jitter=-0.1, **TINY)
+    with pytest.raises(ValueError, match="roi_jitter, roi_class_scale and roi_box_scale must be >= 0"):
+        YOWOModule(3, roi_stride=8, roi_refine=True, roi_box_scale=-1.0, **TINY)
+    with pytest.raises(ValueError, match="roi_refine .* needs roi_stride"):
+        YOWOModule(3, roi_refine=True, **TINY)
     model = YOWOModule(3, **TINY)
     with pytest.raises(ValueError, match="built for clips of 4 frames, got 8"):
         model(torch.zeros(1, 8, 3, 64, 64, dtype=torch.uint8))

@@ -85,6 +85,27 @@ def test_darknet19_shapes_and_yolov2_weights_size():
     assert 16 + 4 * sum(layer.num_floats for layer in layers) == 203_934_260
 
 
+def test_darknet19_stage_features_are_the_last_layer_at_that_stride_from_the_same_pass():
+    model = Darknet19(width=0.125, out_channels=40).eval()
+    images = torch.randn(2, 3, 64, 96)
+    captured = {}
+    # darknet's yolo.cfg: conv 8 (256 channels) is the last at stride 8, conv 13 (512) at stride 16
+    layers = model.darknet_layers()
+    for index, key in ((7, 8), (12, 16)):
+        model.get_submodule(layers[index].name).register_forward_hook(
+            lambda module, inputs, output, key=key: captured.__setitem__(key, output))
+    with torch.no_grad():
+        output = model(images)
+        for stride, channels in ((8, 32), (16, 64)):
+            out, stage = model.forward_with_stage(images, stride)
+            assert model.stage_channels(stride) == channels
+            assert stage.shape == (2, channels, 64 // stride, 96 // stride)
+            torch.testing.assert_close(stage, captured[stride], rtol=0, atol=0)
+            torch.testing.assert_close(out, output, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="strides 8 and 16, not 32"):
+        model.stage_channels(32)
+
+
 def test_weights_round_trip(tmp_path):
     source, target = _tiny_yolo(seed=0), _tiny_yolo(seed=1)
     path = tmp_path / "tiny.weights"

@@ -321,7 +321,8 @@ def test_roi_head_probabilities_multiply_the_region_heads_at_every_decoded_box()
     clips = torch.randn(2, 3, 4, 64, 96)
     with torch.no_grad():
         out = model(clips)
-        region, stage = model.forward_region(clips)
+        region, stage, frame_stage = model.forward_region(clips)
+        assert frame_stage is None
         assert stage.shape == (2, model.backbone_3d.stage_channels(8), 8, 12)
         boxes, _, _ = decode_region(region, model.anchors, model.stride)
         image = torch.arange(2).repeat_interleave(boxes.shape[1]).float().unsqueeze(1)
@@ -343,11 +344,68 @@ def test_yowo_checkpoints_load_into_a_model_with_a_roi_head_which_keeps_its_weig
     roi_before = {k: v.clone() for k, v in target.roi_head.state_dict().items()}
     with caplog.at_level(logging.INFO):
         load_yowo_checkpoint(target, path)
-    assert "has no RoI head" in caplog.text
+    assert "has no roi_head" in caplog.text
     assert all(torch.equal(v, roi_before[k]) for k, v in target.roi_head.state_dict().items())
     clips = torch.randn(1, 3, 4, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(target.forward_region(clips)[0], source(clips), rtol=0, atol=0)
+        torch.testing.assert_close(target.forward_region(clips).region, source(clips), rtol=0, atol=0)
+
+
+def test_an_untrained_box_refiner_changes_nothing():
+    plain = _tiny(num_classes=4, roi_stride=8).eval()
+    refined = _tiny(num_classes=4, roi_stride=8, roi_refine=True).eval()
+    refined.load_state_dict(plain.state_dict(), strict=False)
+    clips = torch.randn(2, 3, 4, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(refined(clips), plain(clips))
+        for ours, theirs in zip(refined.predict(clips), plain.predict(clips)):
+            torch.testing.assert_close(ours, theirs)
+
+
+def test_the_refiner_corrects_the_boxes_that_predict_returns_and_the_roi_head_reads():
+    model = _tiny(num_classes=4, roi_stride=8, roi_refine=True).eval()
+    with torch.no_grad():
+        model.box_refiner.regressor[-1].weight.normal_(0, 0.05)
+        model.box_refiner.regressor[-1].bias.copy_(torch.tensor([2.0, -1.0, 1.0, 0.5]))
+    clips = torch.randn(2, 3, 4, 64, 96)
+    with torch.no_grad():
+        out = model(clips)
+        boxes, objectness, class_probs = model.predict(clips)
+        passes = model.forward_region(clips)
+        assert passes.frame_stage.shape == (2, model.backbone_2d.stage_channels(8), 8, 12)
+        region_boxes, region_objectness, _ = decode_region(passes.region, model.anchors, model.stride)
+        image = torch.arange(2).repeat_interleave(boxes.shape[1]).float().unsqueeze(1)
+        rois = torch.cat([image, region_boxes.flatten(0, 1)], dim=1)
+        expected = model.box_refiner.refine(torch.cat([passes.frame_stage, passes.clip_stage], dim=1), rois)
+        roi_probs = model.roi_head(passes.clip_stage, torch.cat([image, expected], dim=1)).softmax(dim=-1)
+    torch.testing.assert_close(boxes.flatten(0, 1), expected)
+    assert not torch.allclose(boxes, region_boxes, atol=1.0)
+    torch.testing.assert_close(out[..., :5], passes.region[..., :5])
+    torch.testing.assert_close(objectness, region_objectness)
+    product = passes.region[..., 5:].softmax(dim=-1).flatten(0, 3) * roi_probs
+    torch.testing.assert_close(class_probs.flatten(0, 1), product / product.sum(dim=-1, keepdim=True))
+    groups = model.parameter_groups()
+    assert any(p is model.box_refiner.regressor[0].weight for p in groups["head"])
+    assert sum(len(p) for p in groups.values()) == len(list(model.parameters()))
+
+
+def test_yowo_checkpoints_load_into_a_model_with_a_box_refiner_which_keeps_its_weights(tmp_path, caplog):
+    source = _tiny(seed=0, passthrough_order="pytorch-yolo2").eval()
+    path = tmp_path / "yowo_ucf101-24_16f_best.pth"
+    torch.save({"state_dict": _official_state(source)}, path)
+    target = _tiny(seed=1, roi_stride=8, roi_refine=True).eval()
+    before = {k: v.clone() for k, v in target.state_dict().items() if k.startswith(("roi_head.", "box_refiner."))}
+    with caplog.at_level(logging.INFO):
+        load_yowo_checkpoint(target, path)
+    assert "has no roi_head" in caplog.text and "has no box_refiner" in caplog.text
+    after = target.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_the_box_refiner_needs_the_roi_head():
+    with pytest.raises(ValueError, match="roi_refine .* needs roi_stride"):
+        YOWO(3, UCF24_ANCHORS, backbone_3d="resnet18", width_2d=0.125, width_3d=0.125, cfam_channels=32,
+             roi_refine=True)
 
 
 def test_roi_head_needs_a_backbone_with_that_stage():
