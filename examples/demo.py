@@ -169,6 +169,8 @@ def compare_yowo(root: Path, out: Path, epochs: int, minutes: float, ablation_st
     default = run("shufflenetv2_kmeans_none")
     backbones = {label: default if name == "shufflenetv2" else run(name, backbone_3d=name) for name, label in YOWO_BACKBONES.items()}
     backbones["ResNet-18-3D + RoI action head (`roi_stride=8`)"] = run("resnet18_roi8", backbone_3d="resnet18", roi_stride=8)
+    backbones["ResNet-18-3D + RoI action head + box refiner (`roi_refine=True`)"] = run(
+        "resnet18_roi8_refine", backbone_3d="resnet18", roi_stride=8, roi_refine=True)
     settings = {}
     for anchors_label, anchors in (("k-means (5)", None), ("UCF101-24", ucf24)):
         for freeze, freeze_label in YOWO_FREEZE.items():
@@ -205,8 +207,8 @@ def compare_yowo(root: Path, out: Path, epochs: int, minutes: float, ablation_st
         f"{ablation_steps} steps of 8 clips (at most {ABLATION_MINUTES:g} minute), validated on every {YOWO_KEY_FRAME_STEP}th "
         f"validation key frame ({len(ablation.datasets['val'])}). After so few steps, with one seed each, the differences "
         f"between rows are mostly noise: the table shows that each setting trains and runs, not which one is best. The "
-        f"RoI row adds this library's box-aligned action classifier (docs/models.md), which lets YOWO learn the "
-        f"motion-only pairs in longer runs (docs/training.md).\n\n"
+        f"RoI rows add this library's box-aligned action classifier and then its box refiner (docs/models.md), which let YOWO "
+        f"learn the motion-only pairs and localize small hands in longer runs (docs/training.md).\n\n"
         + metrics_table({**backbones, **study_row}, per_run, row_label="3D backbone")
         + f"\n### Table 3: anchors × frozen branches\n\n"
         f"ShuffleNetV2-3D, trained and validated as in Table 2 (the same caveat). Anchors: 5 k-means anchors of the training boxes (`dm.anchors(5)`) or YOWO's "
