@@ -1,10 +1,11 @@
 """YOWO speed per 3D backbone: training and inference clips/s, and the cost of each branch.
 
-For every configuration (3D backbone, widths) a ``YOWO`` with 24 classes and the UCF101-24
-anchors runs on random 16-frame 224×224 clips, on the CPU:
+For every configuration (3D backbone, widths, this library's added heads) a ``YOWOModule``
+with 24 classes and the UCF101-24 anchors runs on random 16-frame 224×224 clips, on the CPU:
 
-  inference: ``model.eval()`` forward under ``torch.inference_mode()``
-  training: ``model.train()`` forward, region loss (with random targets), backward, AdamW step
+  inference: ``YOWO.predict`` (forward and decoding) in eval mode under ``torch.inference_mode()``
+  training: ``YOWOModule.loss`` in train mode (region loss and the added heads' losses, with
+  random targets), backward, AdamW step
   2D branch: ``backbone_2d`` on the key frames only ``(B, 3, 224, 224)`` (inference)
   3D branch: ``backbone_3d`` on the clips ``(B, 3, 16, 224, 224)`` (inference)
 
@@ -12,7 +13,8 @@ Each timing is the median of ``--repeats`` runs after one warm-up, in wall-clock
 CPU seconds (steadier on a shared machine). The YOWO paper's widths (1.0; ResNeXt-101 and
 ShuffleNetV2) are slow on a CPU, so they run with batch 1 and ``--full-repeats`` runs; the tiny
 widths (0.25, CFAM 256) with ``--batch``. torchvision's 3D models have no width option and
-are left out. Prints a Markdown table (clips/s, CPU seconds per clip, and the branches in CPU
+are left out. The tiny ResNet-18-3D also runs with the RoI action head (``roi_stride=8``) and
+with it and the box refiner (``roi_refine``), beside the plain one. Prints a Markdown table (clips/s, CPU seconds per clip, and the branches in CPU
 ms per clip).
 
 Run: ``.venv/bin/python benchmarks/yowo.py [--threads 1 --repeats 3 --full-repeats 1 --batch 4 --only-tiny]``
@@ -29,21 +31,30 @@ from typing import NamedTuple
 
 import torch
 
-from restaurant_action.models.losses import region_loss
-from restaurant_action.models.yowo import UCF24_ANCHORS, YOWO
+from restaurant_action.lightning.yowo import YOWOModule
+from restaurant_action.models.yowo import UCF24_ANCHORS
 
 NUM_CLASSES = 24
 
 
 class Config(NamedTuple):
-    """One measured model: 3D backbone name, branch widths, CFAM width, and whether it is one of
-    the paper's full widths (run with batch 1 and ``--full-repeats``)."""
+    """One measured model: 3D backbone name, branch widths, CFAM width, whether it is one of
+    the paper's full widths (run with batch 1 and ``--full-repeats``), and the added heads
+    (``roi_stride``, ``roi_refine`` of ``YOWOModule``)."""
 
     backbone_3d: str
     width_3d: float
     width_2d: float
     cfam_channels: int
     full: bool
+    roi_stride: int | None = None
+    roi_refine: bool = False
+
+    @property
+    def label(self) -> str:
+        """The backbone and its added heads."""
+        heads = [*(("RoI head",) if self.roi_stride else ()), *(("box refiner",) if self.roi_refine else ())]
+        return " + ".join([self.backbone_3d, *heads])
 
 
 CONFIGS = (
@@ -51,6 +62,8 @@ CONFIGS = (
     Config("shufflenetv2", 1.0, 1.0, 1024, True),
     Config("resnext101", 0.25, 0.25, 256, False),
     Config("resnet18", 0.25, 0.25, 256, False),
+    Config("resnet18", 0.25, 0.25, 256, False, roi_stride=8),
+    Config("resnet18", 0.25, 0.25, 256, False, roi_stride=8, roi_refine=True),
     Config("resnet50", 0.25, 0.25, 256, False),
     Config("mobilenetv2", 0.25, 0.25, 256, False),
     Config("shufflenetv2", 0.25, 0.25, 256, False),
@@ -82,15 +95,17 @@ def _random_targets(batch: int, size: int) -> torch.Tensor:
 def measure(config: Config, batch: int, frames: int, size: int, repeats: int) -> dict[str, tuple[float, float]]:
     """(wall, CPU) seconds per clip of a training step, inference and each branch."""
     torch.manual_seed(0)
-    model = YOWO(NUM_CLASSES, UCF24_ANCHORS, config.backbone_3d, config.width_2d, config.width_3d,
-                 cfam_channels=config.cfam_channels)
+    module = YOWOModule(NUM_CLASSES, UCF24_ANCHORS, config.backbone_3d, config.width_2d, config.width_3d,
+                        clip_length=frames, cfam_channels=config.cfam_channels, roi_stride=config.roi_stride,
+                        roi_refine=config.roi_refine)
+    model = module.network
     clips = torch.rand(batch, 3, frames, size, size)
     targets = _random_targets(batch, size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss, _ = region_loss(model(clips), targets, model.anchors, model.stride)
+        loss, _ = module.loss(clips.permute(0, 2, 1, 3, 4), targets)
         loss.mean().backward()
         optimizer.step()
 
@@ -100,10 +115,10 @@ def measure(config: Config, batch: int, frames: int, size: int, repeats: int) ->
                 run()
         return timed
 
-    model.train()
+    module.train()
     train = _median_seconds(train_step, repeats)
-    model.eval()
-    infer = _median_seconds(inference(lambda: model(clips)), repeats)
+    module.eval()
+    infer = _median_seconds(inference(lambda: model.predict(clips)), repeats)
     branch_2d = _median_seconds(inference(lambda: model.backbone_2d(clips[:, :, -1])), repeats)
     branch_3d = _median_seconds(inference(lambda: model.backbone_3d(clips)), repeats)
     return {name: (wall / batch, cpu / batch)
@@ -136,7 +151,7 @@ def main() -> None:
         result = measure(config, batch, args.frames, args.size, repeats)
         (train_wall, train_cpu), (infer_wall, infer_cpu) = result["train"], result["infer"]
         cpu_2d, cpu_3d = result["2d"][1], result["3d"][1]
-        print(f"| {config.backbone_3d} | {config.width_3d:g} / {config.width_2d:g}, {config.cfam_channels} | {batch} "
+        print(f"| {config.label} | {config.width_3d:g} / {config.width_2d:g}, {config.cfam_channels} | {batch} "
               f"| {1 / train_wall:.2f} | {train_cpu:.2f} | {1 / infer_wall:.2f} | {infer_cpu:.2f} "
               f"| {1000 * cpu_2d:.0f} | {1000 * cpu_3d:.0f} | {cpu_3d / cpu_2d:.1f}× |", flush=True)
 
