@@ -11,14 +11,13 @@ from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops import box_iou
 
 from restaurant_action.lightning._detection import DetectionModule, frame_ids, targets_per_image
 from restaurant_action.metrics import ClassificationAccuracy, LocalizationRecall, VideoMAP
 from restaurant_action.models.backbones3d import load_kinetics_3d, load_mapped_state, read_state_dict
 from restaurant_action.models.darknet import load_darknet_weights
 from restaurant_action.models.losses import region_loss
-from torchvision.ops import box_iou
-
 from restaurant_action.models.postprocess import decode_region, select_detections
 from restaurant_action.models.roi_head import jitter_boxes
 from restaurant_action.models.yowo import (
@@ -27,7 +26,7 @@ from restaurant_action.models.yowo import (
     YOWO,
     RegionPass,
     load_yowo_checkpoint,
-    own_roi_head_state,
+    own_added_heads_state,
 )
 
 logger = logging.getLogger(__name__)
@@ -68,7 +67,7 @@ def load_pretrained_yowo(network: YOWO, path: str | Path) -> None:
     mapped = {key: (key, tensor) for key, tensor in state.items()}
     if reinitialise:  # load the model's own weight (a no-op), re-initialised below
         mapped["final.weight"] = ("final.weight (re-initialised)", network.final.weight.detach().clone())
-    mapped.update(own_roi_head_state(network, mapped, str(path)))
+    mapped.update(own_added_heads_state(network, mapped, str(path)))
     load_mapped_state(network, mapped, str(path))
     if reinitialise:
         network.final.reset_parameters()
@@ -268,8 +267,8 @@ class YOWOModule(DetectionModule):
         box refiner ``roi_box``.
         """
         hp = self.hparams
-        passes = self.network.forward_region(self._network_input(clips))
-        region = passes.region
+        region_pass = self.network.forward_region(self._network_input(clips))
+        region = region_pass.region
         per_frame, parts = region_loss(
             region, targets, self.network.anchors, self.network.stride, coord_scale=hp.coord_scale,
             object_scale=hp.object_scale, noobject_scale=hp.noobject_scale, class_scale=hp.class_scale,
@@ -278,10 +277,10 @@ class YOWOModule(DetectionModule):
         if self.network.roi_head is None:
             return per_frame, parts
         targets = targets.to(region.device)
-        parts["roi_cls"] = self._roi_loss(passes.clip_stage, targets, len(per_frame))
+        parts["roi_cls"] = self._roi_loss(region_pass.clip_stage, targets, len(per_frame))
         per_frame = per_frame + parts["roi_cls"]
         if self.network.box_refiner is not None:
-            parts["roi_box"] = self._refine_loss(passes, targets)
+            parts["roi_box"] = self._refine_loss(region_pass, targets)
             per_frame = per_frame + parts["roi_box"]
         return per_frame, parts
 
@@ -308,9 +307,13 @@ class YOWOModule(DetectionModule):
         box_frames = torch.arange(len(region), device=boxes.device).repeat_interleave(len(boxes) // len(region))
         iou = box_iou(boxes, ground_truth)  # (B·P, M)
         iou[box_frames[:, None] != frames[None, :]] = 0
-        best_iou, best = iou.max(dim=1) if len(ground_truth) else (iou.new_zeros(len(boxes)), frames.new_zeros(len(boxes)))
+        if len(ground_truth):
+            best_iou, best = iou.max(dim=1)
+        else:
+            best_iou, best = iou.new_zeros(len(boxes)), frames.new_zeros(len(boxes))
         matched = best_iou >= REFINE_MIN_IOU
-        sample_frames, sample_boxes, sample_truth = [box_frames[matched]], [boxes[matched]], [ground_truth[best[matched]]]
+        sample_frames, sample_boxes = [box_frames[matched]], [boxes[matched]]
+        sample_truth = [ground_truth[best[matched]]]
         if self.training:
             copies = ground_truth.repeat(REFINE_COPIES, 1)
             sample_frames.append(frames.repeat(REFINE_COPIES))
@@ -319,13 +322,13 @@ class YOWOModule(DetectionModule):
         rois = torch.cat([torch.cat(sample_frames).float()[:, None], torch.cat(sample_boxes)], dim=1)
         return rois, torch.cat(sample_truth)
 
-    def _refine_loss(self, passes: RegionPass, targets: Tensor) -> Tensor:
+    def _refine_loss(self, region_pass: RegionPass, targets: Tensor) -> Tensor:
         """``roi_box_scale ×`` the box refiner's smooth-L1 loss on Fast R-CNN's deltas
         (:meth:`refiner_samples`), the mean over each frame's boxes: ``(B,)``.
         """
-        refiner, batch_size = self.network.box_refiner, len(passes.region)
-        rois, ground_truth = self.refiner_samples(passes.region, targets)
-        deltas = refiner(self.network.refiner_features(passes), rois)
+        refiner, batch_size = self.network.box_refiner, len(region_pass.region)
+        rois, ground_truth = self.refiner_samples(region_pass.region, targets)
+        deltas = refiner(self.network.refiner_features(region_pass), rois)
         per_box = nn.functional.smooth_l1_loss(deltas, refiner.deltas_between(rois[:, 1:], ground_truth),
                                                beta=1 / 9, reduction="none").sum(dim=1)
         frames = rois[:, 0].long()

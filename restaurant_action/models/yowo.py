@@ -296,9 +296,9 @@ class YOWO(nn.Module):
         region = out.view(batch, self.num_anchors, 5 + self.num_classes, height, width).permute(0, 1, 3, 4, 2)
         return RegionPass(region, clip_stage, frame_stage)
 
-    def refiner_features(self, passes: RegionPass) -> Tensor:
+    def refiner_features(self, region_pass: RegionPass) -> Tensor:
         """The box refiner's input ``cat(key-frame stage, clip stage) (B, C2 + C3, H/s, W/s)``."""
-        return torch.cat([passes.frame_stage, passes.clip_stage], dim=1)
+        return torch.cat([region_pass.frame_stage, region_pass.clip_stage], dim=1)
 
     def forward(self, clips: Tensor) -> Tensor:
         """Raw predictions ``(B, A, H/32, W/32, 5 + C)``; with the RoI head, the class channels are
@@ -319,17 +319,18 @@ class YOWO(nn.Module):
 
     def _heads(self, clips: Tensor) -> tuple[Tensor, Tensor | None]:
         """:meth:`forward`'s output and, with the box refiner, the corrected boxes ``(B, P, 4)``."""
-        passes = self.forward_region(clips)
+        region_pass = self.forward_region(clips)
         if self.roi_head is None:
-            return passes.region, None
-        boxes = decode_region(passes.region.detach(), self.anchors, self.stride)[0]  # (B, P, 4)
+            return region_pass.region, None
+        boxes = decode_region(region_pass.region.detach(), self.anchors, self.stride)[0]  # (B, P, 4)
         refined_boxes = None
         if self.box_refiner is not None:
-            boxes = refined_boxes = self.box_refiner.refine(self.refiner_features(passes),
+            boxes = refined_boxes = self.box_refiner.refine(self.refiner_features(region_pass),
                                                             box_rois(boxes)).view_as(boxes)
-        roi_logits = self.roi_head(passes.clip_stage, box_rois(boxes)).view(*passes.region.shape[:-1], self.num_classes)
-        classes = passes.region[..., 5:].log_softmax(dim=-1) + roi_logits.log_softmax(dim=-1)
-        return torch.cat([passes.region[..., :5], classes], dim=-1), refined_boxes
+        roi_logits = self.roi_head(region_pass.clip_stage, box_rois(boxes))
+        roi_logits = roi_logits.view(*region_pass.region.shape[:-1], self.num_classes)
+        classes = region_pass.region[..., 5:].log_softmax(dim=-1) + roi_logits.log_softmax(dim=-1)
+        return torch.cat([region_pass.region[..., :5], classes], dim=-1), refined_boxes
 
     # ------------------------------------------------------------------ fine-tuning helpers
     def freeze_2d(self, frozen: bool = True) -> None:
@@ -420,7 +421,7 @@ def _yowo_key(model: YOWO, key: str, darknet_keys: Mapping[str, str]) -> str | N
     return None
 
 
-def own_roi_head_state(model: YOWO, mapped: Mapping[str, tuple[str, Tensor]], where: str) -> dict[str, tuple[str, Tensor]]:
+def own_added_heads_state(model: YOWO, mapped: Mapping[str, tuple[str, Tensor]], where: str) -> dict[str, tuple[str, Tensor]]:
     """The added heads' own tensors (RoI head, box refiner), to load in place of a checkpoint's
     (``mapped``: our key → (its key, tensor)) that has none of that head: YOWO's and those of
     this library without it; empty for heads that either side lacks.
@@ -464,7 +465,7 @@ def load_yowo_checkpoint(model: YOWO, source: str | Path | Mapping[str, Tensor])
                     and final[1].shape[1:] == model.final.weight.shape[1:])
     if reinitialise:  # load the model's own weight (a no-op), re-initialised below
         mapped["final.weight"] = ("(re-initialised)", model.final.weight.detach().clone())
-    mapped.update(own_roi_head_state(model, mapped, where))
+    mapped.update(own_added_heads_state(model, mapped, where))
     load_mapped_state(model, mapped, where)
     if reinitialise:
         model.final.reset_parameters()

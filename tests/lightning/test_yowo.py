@@ -116,15 +116,15 @@ def test_box_refiner_trains_on_jittered_targets_and_overlapping_region_boxes(syn
     targets = batch["targets"]
     clips = model.images_to_float(batch["clips"]).permute(0, 2, 1, 3, 4)
     with torch.no_grad():
-        passes = model.network.forward_region(clips)
-    region_boxes = decode_region(passes.region, model.network.anchors, model.network.stride)[0]
+        region_pass = model.network.forward_region(clips)
+    region_boxes = decode_region(region_pass.region, model.network.anchors, model.network.stride)[0]
     # one more target per frame near one of the untrained region head's boxes, so some overlap
     near = region_boxes[:, 7] + torch.tensor([2.0, -1.0, 3.0, 1.0])
     frames = torch.arange(len(near), dtype=targets.dtype)[:, None]
     targets = torch.cat([targets, torch.cat([frames, torch.zeros_like(frames), near], dim=1)])
     overlapping = sum(int((box_iou(region_boxes[frame], targets[targets[:, 0] == frame, 2:6]).amax(dim=1) >= 0.3).sum())
                       for frame in range(len(region_boxes)) if (targets[:, 0] == frame).any())
-    rois, truth = model.train().refiner_samples(passes.region, targets)
+    rois, truth = model.train().refiner_samples(region_pass.region, targets)
     assert overlapping > 0 and len(rois) == overlapping + 4 * len(targets)
     copies = slice(overlapping, None)
     torch.testing.assert_close(truth[copies], targets[:, 2:6].repeat(4, 1))
@@ -141,14 +141,14 @@ def test_box_refiner_trains_on_jittered_targets_and_overlapping_region_boxes(syn
 
     model.eval()  # no jitter: the samples are the overlapping region boxes only
     with torch.no_grad():
-        assert torch.equal(model.network.forward_region(clips).region, passes.region)
+        assert torch.equal(model.network.forward_region(clips).region, region_pass.region)
     per_frame, parts = model.loss(batch["clips"], targets)
     torch.testing.assert_close(per_frame, sum(parts.values()))
-    rois, truth = model.refiner_samples(passes.region, targets)
+    rois, truth = model.refiner_samples(region_pass.region, targets)
     assert len(rois) == overlapping
     refiner = model.network.box_refiner
     with torch.no_grad():
-        per_box = torch.nn.functional.smooth_l1_loss(refiner(model.network.refiner_features(passes), rois),
+        per_box = torch.nn.functional.smooth_l1_loss(refiner(model.network.refiner_features(region_pass), rois),
                                                      refiner.deltas_between(rois[:, 1:], truth), beta=1 / 9,
                                                      reduction="none").sum(dim=1)
     for frame in range(len(per_frame)):
