@@ -1,13 +1,15 @@
 """What a tiny YOWO with this library's box-aligned heads reaches on synthetic restaurant data
-(slow: it trains for about six minutes on one core).
+(slow: it trains for about ten minutes on one core).
 
 The data of docs/training.md's YOWO tables: 10 videos of 900 frames at 160×90 with people and
 tools drawn 3.5× as large, four actions that appearance tells apart and the two motion-only
 pairs; the last video of each camera view is held out. The full bar (localization recall
 ≥ 0.7, classification accuracy ≥ 0.8 and the pairs' AP above a same-budget YOLOv3's) takes 4
-epochs, over half an hour on a core (docs/training.md, "A box refiner lets YOWO localize small
-hands"); this test trains the same model for a sixth of that and checks what it has learnt
-by then: it localizes the held-out hands and names the direction of both motion-only pairs.
+epochs of 604 steps, over half an hour on a core (docs/training.md, "A box refiner lets YOWO
+localize small hands"); this test trains the same model for 906 steps and checks what it has
+learnt by then: it localizes the held-out hands (recall 0.85 here) and names the direction of
+both motion-only pairs (0.87 and 0.68 of their localized boxes; chance 0.5). Classification
+accuracy over all actions (0.71 here) needs the longer run.
 """
 
 from __future__ import annotations
