@@ -18,7 +18,7 @@ with it and the box refiner (``roi_refine``), beside the plain one. Prints a Mar
 ms per clip).
 
 Run: ``.venv/bin/python benchmarks/yowo.py [--threads 1 --repeats 3 --full-repeats 1 --batch 4 --only-tiny]``
-(about 4 minutes on one core).
+(about 5 minutes on one core).
 """
 
 from __future__ import annotations
