@@ -139,26 +139,34 @@ class Darknet19(nn.Module):
         self.out_channels = out_channels or c1024
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.forward_with_stage(images, 16)[0]
+        self._check_size(images)
+        return self._from_stride16(self.stride16(images))
 
     def forward_with_stage(self, images: Tensor, stride: int) -> tuple[Tensor, Tensor]:
         """The output ``(B, out_channels, H/32, W/32)`` and the features at ``stride`` (8 or 16;
         the last layer at that resolution) ``(B, stage_channels(stride), H/stride, W/stride)``.
         """
-        if images.shape[-2] % self.stride or images.shape[-1] % self.stride:
-            raise ValueError(f"image size {tuple(images.shape[-2:])} is not a multiple of {self.stride}")
+        self._check_size(images)
         split = self._stage_end(stride)
         stage = self.stride16[:split](images)
-        x16 = self.stride16[split:](stage)
+        return self._from_stride16(self.stride16[split:](stage)), stage
+
+    def _check_size(self, images: Tensor) -> None:
+        if images.shape[-2] % self.stride or images.shape[-1] % self.stride:
+            raise ValueError(f"image size {tuple(images.shape[-2:])} is not a multiple of {self.stride}")
+
+    def _from_stride16(self, x16: Tensor) -> Tensor:
+        """The output from the stride-16 features."""
         x32 = self.neck(self.stride32(x16))
         # yolo.cfg's [route] layers=-1,-4: the reorganised passthrough comes first.
         x = self.merge(torch.cat([self.passthrough(x16), x32], dim=1))
-        return (self.output(x) if self.output is not None else x), stage
+        return self.output(x) if self.output is not None else x
 
     def stage_channels(self, stride: int) -> int:
         """Channels of :meth:`forward_with_stage`'s features at ``stride`` (8 or 16)."""
         split = self._stage_end(stride)
-        return next(layer.conv.out_channels for layer in reversed(self.stride16[:split]) if isinstance(layer, ConvBNAct))
+        convs = [layer for layer in self.stride16[:split] if isinstance(layer, ConvBNAct)]
+        return convs[-1].conv.out_channels
 
     def _stage_end(self, stride: int) -> int:
         """Number of leading ``stride16`` layers whose output is at ``stride`` (the layers before

@@ -171,7 +171,8 @@ class YOWO(nn.Module):
 
     The key frame is the clip's last frame. A ``(B, T, 3, H, W)`` batch (the datamodule's) is
     permuted with ``clips.permute(0, 2, 1, 3, 4)`` first. Decode with
-    :func:`~restaurant_action.models.postprocess.postprocess_region` and train with
+    :func:`~restaurant_action.models.postprocess.postprocess_region` (with the box refiner:
+    :meth:`predict`, then :func:`~restaurant_action.models.postprocess.select_detections`) and train with
     :func:`~restaurant_action.models.losses.region_loss` (softmax classes, YOLOv2).
 
     Args:
@@ -290,7 +291,8 @@ class YOWO(nn.Module):
         training needs.
         """
         stage_stride = None if self.roi_head is None else self.roi_head.stride
-        features, clip_stage, frame_stage = self._forward_branches(clips, stage_stride, self.box_refiner is not None)
+        refining = self.box_refiner is not None
+        features, clip_stage, frame_stage = self._forward_branches(clips, stage_stride, refining)
         out = self.final(features)
         batch, _, height, width = out.shape
         region = out.view(batch, self.num_anchors, 5 + self.num_classes, height, width).permute(0, 1, 3, 4, 2)
@@ -421,7 +423,8 @@ def _yowo_key(model: YOWO, key: str, darknet_keys: Mapping[str, str]) -> str | N
     return None
 
 
-def own_added_heads_state(model: YOWO, mapped: Mapping[str, tuple[str, Tensor]], where: str) -> dict[str, tuple[str, Tensor]]:
+def own_added_heads_state(model: YOWO, mapped: Mapping[str, tuple[str, Tensor]],
+                          where: str) -> dict[str, tuple[str, Tensor]]:
     """The added heads' own tensors (RoI head, box refiner), to load in place of a checkpoint's
     (``mapped``: our key → (its key, tensor)) that has none of that head: YOWO's and those of
     this library without it; empty for heads that either side lacks.
