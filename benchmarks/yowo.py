@@ -14,8 +14,8 @@ CPU seconds (steadier on a shared machine). The YOWO paper's widths (1.0; ResNeX
 ShuffleNetV2) are slow on a CPU, so they run with batch 1 and ``--full-repeats`` runs; the tiny
 widths (0.25, CFAM 256) with ``--batch``. torchvision's 3D models have no width option and
 are left out. The tiny ResNet-18-3D also runs with the RoI action head (``roi_stride=8``) and
-with it and the box refiner (``roi_refine``), beside the plain one. Prints a Markdown table (clips/s, CPU seconds per clip, and the branches in CPU
-ms per clip).
+with it and the box refiner (``roi_refine``), beside the plain one. Prints a Markdown table
+(clips/s, CPU seconds per clip, and the branches in CPU ms per clip).
 
 Run: ``.venv/bin/python benchmarks/yowo.py [--threads 1 --repeats 3 --full-repeats 1 --batch 4 --only-tiny]``
 (about 5 minutes on one core).

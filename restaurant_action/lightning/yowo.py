@@ -25,6 +25,7 @@ from restaurant_action.models.yowo import (
     YOLO_CFG_OUT_CHANNELS,
     YOWO,
     RegionPass,
+    box_rois,
     load_yowo_checkpoint,
     own_added_heads_state,
 )
@@ -303,24 +304,21 @@ class YOWOModule(DetectionModule):
         ``(B, P, 4)`` whose best IoU with a target of their frame is ≥ ``REFINE_MIN_IOU``.
         """
         frames, ground_truth = targets[:, 0].long(), targets[:, 2:6].float()
-        boxes = decode_region(region.detach(), self.network.anchors, self.network.stride)[0].flatten(0, 1)
-        box_frames = torch.arange(len(region), device=boxes.device).repeat_interleave(len(boxes) // len(region))
-        iou = box_iou(boxes, ground_truth)  # (B·P, M)
-        iou[box_frames[:, None] != frames[None, :]] = 0
+        region_rois = box_rois(decode_region(region.detach(), self.network.anchors, self.network.stride)[0])
+        iou = box_iou(region_rois[:, 1:], ground_truth)  # (B·P, M)
+        iou[region_rois[:, :1].long() != frames[None, :]] = 0
         if len(ground_truth):
             best_iou, best = iou.max(dim=1)
         else:
-            best_iou, best = iou.new_zeros(len(boxes)), frames.new_zeros(len(boxes))
+            best_iou, best = iou.new_zeros(len(iou)), frames.new_zeros(len(iou))
         matched = best_iou >= REFINE_MIN_IOU
-        sample_frames, sample_boxes = [box_frames[matched]], [boxes[matched]]
-        sample_truth = [ground_truth[best[matched]]]
+        samples, sample_truth = [region_rois[matched]], [ground_truth[best[matched]]]
         if self.training:
             copies = ground_truth.repeat(REFINE_COPIES, 1)
-            sample_frames.append(frames.repeat(REFINE_COPIES))
-            sample_boxes.append(jitter_boxes(copies, REFINE_SHIFT, scale=REFINE_LOG_SCALE))
+            jittered = jitter_boxes(copies, REFINE_SHIFT, scale=REFINE_LOG_SCALE)
+            samples.append(torch.cat([frames.repeat(REFINE_COPIES).float()[:, None], jittered], dim=1))
             sample_truth.append(copies)
-        rois = torch.cat([torch.cat(sample_frames).float()[:, None], torch.cat(sample_boxes)], dim=1)
-        return rois, torch.cat(sample_truth)
+        return torch.cat(samples), torch.cat(sample_truth)
 
     def _refine_loss(self, region_pass: RegionPass, targets: Tensor) -> Tensor:
         """``roi_box_scale ×`` the box refiner's smooth-L1 loss on Fast R-CNN's deltas
