@@ -48,8 +48,8 @@ class ConvLSTMYOLOModule(DetectionModule):
         width, depth: YOLOv3 multipliers (must match a ported checkpoint).
         yolov3_checkpoint: a ``YOLOv3Module`` checkpoint whose network is ported (the
             ConvLSTMs start as the identity, so the model starts as that YOLOv3).
-        placement, hidden_ratio, kernel_size, num_layers, lstm_dropout, norm, temporal_difference:
-            ``ConvLSTMYOLO`` options.
+        placement, hidden_ratio, kernel_size, num_layers, lstm_dropout, norm, temporal_difference,
+            input_ratio: ``ConvLSTMYOLO`` options.
         freeze_ported_epochs: train only the ConvLSTMs for this many epochs (ported weights
             get no update and their BatchNorm statistics stay fixed).
         freeze_batchnorm: keep the YOLOv3 layers' BatchNorm in eval mode throughout (their
@@ -76,6 +76,7 @@ class ConvLSTMYOLOModule(DetectionModule):
         lstm_dropout: float = 0.0,
         norm: str | None = None,
         temporal_difference: bool = True,
+        input_ratio: float | None = None,
         freeze_ported_epochs: int = 0,
         freeze_batchnorm: bool | None = None,
         box_gain: float = 0.05,
@@ -101,7 +102,7 @@ class ConvLSTMYOLOModule(DetectionModule):
                 )
         self.network = ConvLSTMYOLO(
             num_classes, anchors if anchors is not None else COCO_ANCHORS, width, depth, placement, hidden_ratio,
-            kernel_size, num_layers, lstm_dropout, norm, temporal_difference,
+            kernel_size, num_layers, lstm_dropout, norm, temporal_difference, input_ratio,
         )
         if ported is not None:
             self.network.load_yolov3(ported)

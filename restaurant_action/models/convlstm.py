@@ -28,10 +28,12 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 GATE_ORDER = ("input", "forget", "candidate", "output")
 NORMS = ("group", "layer")
@@ -144,6 +146,36 @@ class ConvLSTMCell(nn.Module):
             h = h * h_mask
         return self._update(x_preactivations + F.conv2d(h, weight_h, padding=self.padding), c)
 
+    def run_sequence(
+        self,
+        x_preactivations: Tensor,
+        state: ConvLSTMCellState | None,
+        weight_h: Tensor,
+        h_mask: Tensor | None = None,
+    ) -> tuple[Tensor, ConvLSTMCellState]:
+        """Every step of a sequence given its X parts ``(B, T, 4·hidden, H, W)``: returns ``h`` at
+        every step ``(B, T, hidden, H, W)`` and the last ``(h, c)``.
+
+        Without a gate norm the loop runs as one autograd node (``_FusedSequence``: two
+        convolutions per step, weight gradients batched over the steps); with one, step by step
+        through :meth:`recurrence`. The fused loop computes in the X part's dtype (under
+        autocast, the dtype its convolution produced).
+        """
+        if self.norm is not None:
+            outputs = []
+            for x_t in x_preactivations.unbind(1):
+                state = self.recurrence(x_t, state, weight_h, h_mask)
+                outputs.append(state[0])
+            return torch.stack(outputs, dim=1), state
+        dtype = x_preactivations.dtype
+        h0, c0 = (None, None) if state is None else (state[0].to(dtype), state[1].to(dtype))
+        with torch.autocast(x_preactivations.device.type, enabled=False):
+            outputs, c = _FusedSequence.apply(
+                x_preactivations, h0, c0, weight_h.to(dtype), self.conv_peephole_if.weight.to(dtype),
+                self.conv_peephole_o.weight.to(dtype), h_mask, self.padding,
+            )
+        return outputs, (outputs[:, -1], c)
+
     def _update(self, preactivations: Tensor, c: Tensor | None) -> ConvLSTMCellState:
         """New ``(h, c)`` from ``W_x*X + W_h*H + b`` ``(B, 4·hidden, H, W)`` and ``C_{t-1}`` (``None``: zeros)."""
         if self.norm is not None:
@@ -170,6 +202,161 @@ class ConvLSTMCell(nn.Module):
             _check_cell_state(state, (x.shape[0], self.hidden_channels, *x.shape[2:]), "state")
             h, c = self._update(self.conv_xh(torch.cat([x, state[0]], dim=1)), state[1])
         return h, (h, c)
+
+
+def _conv_backward(
+    grad_output: Tensor, input: Tensor, weight: Tensor, padding: int, wanted: tuple[bool, bool]
+) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients of ``conv2d(input, weight, padding=padding)`` (stride 1, no bias) with respect
+    to ``input`` and ``weight``, each computed only where ``wanted``."""
+    grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
+        grad_output, input, weight, None, [1, 1], [padding, padding], [1, 1], False, [0, 0], 1, [*wanted, False]
+    )
+    return grad_input, grad_weight
+
+
+class _FusedSequence(torch.autograd.Function):
+    """The time loop of one ConvLSTM layer without gate norm, with a hand-written backward.
+
+    Forward, per step: ``W_h*H_{t-1}``, then, after the cell update, one convolution over ``C_t``
+    that gives both the output gate's peephole of step ``t`` and the i/f peepholes of step
+    ``t + 1`` (the two peephole weights concatenated): two convolutions per step, not three.
+    Backward, per step, only what flows back in time (the gradients of ``H_{t-1}`` and
+    ``C_{t-1}``); each weight's gradient is then one convolution over the ``B·T`` frames of all
+    steps, and the X part's gradient leaves as one ``(B, T, 4·hidden, H, W)`` tensor.
+    """
+
+    SAVED = ("h_in", "c_prev", "forget", "input", "candidate", "output", "cell", "tanh_cell")
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x_preactivations: Tensor,
+        h0: Tensor | None,
+        c0: Tensor | None,
+        weight_h: Tensor,
+        weight_peephole_if: Tensor,
+        weight_peephole_o: Tensor,
+        h_mask: Tensor | None,
+        padding: int,
+    ) -> tuple[Tensor, Tensor]:
+        hidden = weight_peephole_o.shape[0]
+        steps = x_preactivations.shape[1]
+        weight_peepholes = torch.cat([weight_peephole_o, weight_peephole_if])
+        saved: dict[str, list[Tensor]] = {name: [] for name in _FusedSequence.SAVED}
+        outputs = []
+        h, c = h0, c0
+        peephole_if = F.conv2d(c0, weight_peephole_if, padding=padding) if c0 is not None else None
+        for t in range(steps):
+            preactivations = x_preactivations[:, t]
+            if h is not None:
+                h_in = h * h_mask if h_mask is not None else h
+                preactivations = preactivations + F.conv2d(h_in, weight_h, padding=padding)
+                saved["h_in"].append(h_in)
+            input_pre, forget_pre, candidate_pre, output_pre = preactivations.chunk(len(GATE_ORDER), dim=1)
+            candidate = torch.tanh(candidate_pre)
+            if c is None:
+                input_gate = torch.sigmoid(input_pre)
+                c = input_gate * candidate
+            else:
+                peephole_i, peephole_f = peephole_if.chunk(2, dim=1)
+                input_gate = torch.sigmoid(input_pre + peephole_i)
+                forget_gate = torch.sigmoid(forget_pre + peephole_f)
+                saved["c_prev"].append(c)
+                saved["forget"].append(forget_gate)
+                c = forget_gate * c + input_gate * candidate
+            if t == steps - 1:
+                peephole_o = F.conv2d(c, weight_peephole_o, padding=padding)
+            else:
+                peephole_o, peephole_if = F.conv2d(c, weight_peepholes, padding=padding).split([hidden, 2 * hidden], dim=1)
+            output_gate = torch.sigmoid(output_pre + peephole_o)
+            tanh_cell = torch.tanh(c)
+            h = output_gate * tanh_cell
+            outputs.append(h)
+            for name, value in (("input", input_gate), ("candidate", candidate), ("output", output_gate), ("cell", c),
+                                ("tanh_cell", tanh_cell)):
+                saved[name].append(value)
+        ctx.padding = padding
+        ctx.lengths = [len(saved[name]) for name in _FusedSequence.SAVED]
+        ctx.save_for_backward(weight_h, weight_peephole_if, weight_peephole_o, h_mask,
+                              *(value for name in _FusedSequence.SAVED for value in saved[name]))
+        return torch.stack(outputs, dim=1), c
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_outputs: Tensor | None, grad_last_cell: Tensor | None) -> tuple[Tensor | None, ...]:
+        weight_h, weight_peephole_if, weight_peephole_o, h_mask, *flat = ctx.saved_tensors
+        saved: dict[str, list[Tensor]] = {}
+        for name, length in zip(_FusedSequence.SAVED, ctx.lengths):
+            saved[name], flat = flat[:length], flat[length:]
+        padding = ctx.padding
+        cells = saved["cell"]
+        steps = len(cells)
+        first_carried = steps - len(saved["c_prev"])  # 0 with a carried state; 1 when step 0 started from zeros
+        weight_peepholes = torch.cat([weight_peephole_o, weight_peephole_if])
+        grad_preactivations: list[Tensor] = []  # filled from the last step back, then reversed
+        grad_h_next: Tensor | None = None  # reaches H_t through step t + 1's gates
+        grad_c_next: Tensor | None = grad_last_cell  # reaches C_t through step t + 1's cell update
+        grad_if_next: Tensor | None = None  # of step t + 1's i/f peephole outputs, which read C_t
+        for t in reversed(range(steps)):
+            output_gate, tanh_cell = saved["output"][t], saved["tanh_cell"][t]
+            input_gate, candidate = saved["input"][t], saved["candidate"][t]
+            grad_h = grad_outputs[:, t] if grad_outputs is not None else torch.zeros_like(tanh_cell)
+            if grad_h_next is not None:
+                grad_h = grad_h + grad_h_next
+            grad_output_pre = grad_h * tanh_cell * output_gate * (1 - output_gate)
+            grad_c = grad_h * output_gate * (1 - tanh_cell * tanh_cell)
+            if grad_c_next is not None:
+                grad_c = grad_c + grad_c_next
+            if grad_if_next is None:
+                peephole_grad, peephole_weight = grad_output_pre, weight_peephole_o
+            else:
+                peephole_grad, peephole_weight = torch.cat([grad_output_pre, grad_if_next], dim=1), weight_peepholes
+            grad_c = grad_c + _conv_backward(peephole_grad, cells[t], peephole_weight, padding, (True, False))[0]
+            grad_input_pre = grad_c * candidate * input_gate * (1 - input_gate)
+            grad_candidate_pre = grad_c * input_gate * (1 - candidate * candidate)
+            carried = t - first_carried
+            if carried >= 0:
+                forget_gate = saved["forget"][carried]
+                grad_forget_pre = grad_c * saved["c_prev"][carried] * forget_gate * (1 - forget_gate)
+                grad_c_next = grad_c * forget_gate
+                grad_if_next = torch.cat([grad_input_pre, grad_forget_pre], dim=1)
+            else:
+                grad_forget_pre = torch.zeros_like(grad_input_pre)
+                grad_c_next = grad_if_next = None
+            grad_preactivations.append(
+                torch.cat([grad_input_pre, grad_forget_pre, grad_candidate_pre, grad_output_pre], dim=1)
+            )
+            if carried >= 0:
+                grad_h_next = _conv_backward(grad_preactivations[-1], saved["h_in"][carried], weight_h, padding, (True, False))[0]
+                if h_mask is not None:
+                    grad_h_next = grad_h_next * h_mask
+
+        grad_preactivations.reverse()
+        grad_h0 = grad_c0 = None
+        if first_carried == 0:
+            grad_h0 = grad_h_next
+            grad_c0 = grad_c_next + _conv_backward(grad_if_next, saved["c_prev"][0], weight_peephole_if, padding, (True, False))[0]
+        needs = ctx.needs_input_grad
+        grad_weight_h = grad_weight_if = grad_weight_o = None
+        if needs[3]:
+            grad_weight_h = torch.zeros_like(weight_h) if first_carried == steps else _conv_backward(
+                torch.cat(grad_preactivations[first_carried:]), torch.cat(saved["h_in"]), weight_h, padding, (False, True)
+            )[1]
+        if needs[4]:
+            hidden = weight_peephole_o.shape[0]
+            grad_weight_if = torch.zeros_like(weight_peephole_if) if first_carried == steps else _conv_backward(
+                torch.cat([grad[:, :2 * hidden] for grad in grad_preactivations[first_carried:]]),
+                torch.cat(saved["c_prev"]), weight_peephole_if, padding, (False, True),
+            )[1]
+        if needs[5]:
+            hidden = weight_peephole_o.shape[0]
+            grad_weight_o = _conv_backward(
+                torch.cat([grad[:, 3 * hidden:] for grad in grad_preactivations]), torch.cat(cells), weight_peephole_o,
+                padding, (False, True),
+            )[1]
+        return (torch.stack(grad_preactivations, dim=1), grad_h0, grad_c0, grad_weight_h, grad_weight_if, grad_weight_o,
+                None, None)
 
 
 def _check_cell_state(state: Sequence[Tensor], shape: tuple[int, ...], name: str) -> None:
@@ -296,17 +483,14 @@ class ConvLSTM(nn.Module):
         """
         batch, steps = x.shape[:2]
         weight_x, weight_h = cell.split_weight()
-        x_preactivations = cell.input_preactivations(x.flatten(0, 1), weight_x).unflatten(0, (batch, steps)).unbind(1)
+        x_preactivations = cell.input_preactivations(x.flatten(0, 1), weight_x).unflatten(0, (batch, steps))
         h_mask = None
         if self.training and self.recurrent_dropout > 0:
-            h_mask = self._recurrent_mask(x_preactivations[0], cell.hidden_channels)
-        outputs: list[Tensor] = []
-        for t in (reversed(range(steps)) if reverse else range(steps)):
-            state = cell.recurrence(x_preactivations[t], state, weight_h, h_mask)
-            outputs.append(state[0])
+            h_mask = self._recurrent_mask(x_preactivations[:, 0], cell.hidden_channels)
         if reverse:
-            outputs.reverse()
-        return torch.stack(outputs, dim=1), state
+            x_preactivations = x_preactivations.flip(1)
+        outputs, state = cell.run_sequence(x_preactivations, state, weight_h, h_mask)
+        return (outputs.flip(1) if reverse else outputs), state
 
     def _recurrent_mask(self, like: Tensor, hidden_channels: int) -> Tensor:
         """One inverted-dropout mask ``(B, hidden, H, W)`` for a whole sequence, values 0 or ``1 / (1 - p)``."""

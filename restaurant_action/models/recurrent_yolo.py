@@ -29,8 +29,8 @@ class BranchState(NamedTuple):
 
     Attributes:
         lstm: the ConvLSTM's state, one ``(h, c)`` per layer.
-        previous: ``(B, C, H, W)`` the input features of each lane's last frame (``None``
-            without ``temporal_difference``).
+        previous: ``(B, C, H, W)`` the features the ConvLSTM read at each lane's last frame
+            (after ``reduce``, if any; ``None`` without ``temporal_difference``).
         started: ``(B,)`` bool, lanes whose ``previous`` belongs to the clip they play (false
             after a reset: the clip's first frame then has a zero difference).
     """
@@ -53,19 +53,27 @@ class ConvLSTMBranch(nn.Module):
     zero on a clip's first frame). The motion-only classes are told apart by that change; a
     ConvLSTM reading ``x_t`` alone did not learn to form it (docs/recurrent.md).
 
+    With ``reduced_channels`` a 1×1 conv (``reduce``) first maps ``x`` to that many channels and
+    the ConvLSTM reads those (and their difference): the ConvLSTM's input convolution, its
+    costliest part, then reads ``2·reduced`` instead of ``2·channels`` channels per tap.
+
     Args:
         channels: channels of ``x``.
         hidden_channels: ConvLSTM hidden channels.
         out_channels: channels of the contribution.
         kernel_size, num_layers, dropout, norm: ConvLSTM options.
         temporal_difference: also feed the frame-to-frame difference of ``x``.
+        reduced_channels: channels of the 1×1 reduction before the ConvLSTM (``None``: none).
     """
 
     def __init__(self, channels: int, hidden_channels: int, out_channels: int, kernel_size: int = 3, num_layers: int = 1,
-                 dropout: float = 0.0, norm: str | None = None, temporal_difference: bool = True) -> None:
+                 dropout: float = 0.0, norm: str | None = None, temporal_difference: bool = True,
+                 reduced_channels: int | None = None) -> None:
         super().__init__()
         self.temporal_difference = temporal_difference
-        inputs = 2 * channels if temporal_difference else channels
+        self.reduce = nn.Conv2d(channels, reduced_channels, 1) if reduced_channels is not None else None
+        read = reduced_channels if reduced_channels is not None else channels
+        inputs = 2 * read if temporal_difference else read
         self.lstm = ConvLSTM(inputs, hidden_channels, kernel_size, num_layers=num_layers, dropout=dropout, norm=norm)
         self.project = nn.Conv2d(hidden_channels, out_channels, 1)
         nn.init.zeros_(self.project.weight)
@@ -74,6 +82,8 @@ class ConvLSTMBranch(nn.Module):
     def forward(self, x: Tensor, state: BranchState | None) -> tuple[Tensor, BranchState]:
         """``x (B, T, C, H, W)`` → ``(project(h) (B·T, out_channels, H, W), state)``."""
         lstm_state = state.lstm if state is not None else None
+        if self.reduce is not None:
+            x = self.reduce(x.flatten(0, 1)).unflatten(0, x.shape[:2])
         if not self.temporal_difference:
             hidden, lstm_state = self.lstm(x, lstm_state)
             return self.project(hidden.flatten(0, 1)), BranchState(lstm_state, None, None)
@@ -96,6 +106,11 @@ class ConvLSTMBranch(nn.Module):
         return BranchState(self.lstm.detach_state(state.lstm), previous, state.started)
 
 
+def _scaled(channels: int, ratio: float) -> int:
+    """``ratio`` of ``channels``, rounded, at least 8."""
+    return max(8, int(round(channels * ratio)))
+
+
 class ConvLSTMYOLO(nn.Module):
     """YOLOv3 with residual ConvLSTMs, over sequences of frames.
 
@@ -112,11 +127,15 @@ class ConvLSTMYOLO(nn.Module):
         kernel_size, num_layers, dropout, norm: ConvLSTM options.
         temporal_difference: the ConvLSTMs also read the frame-to-frame difference of their
             input features (see :class:`ConvLSTMBranch`).
+        input_ratio: channels of a 1×1 reduction of the features before each ConvLSTM, as a
+            fraction of the channels it sits on (``None``: the ConvLSTMs read the features
+            themselves).
     """
 
     def __init__(self, num_classes: int, anchors: Tensor | Sequence[Sequence[float]], width: float = 1.0, depth: float = 1.0,
                  placement: str = "head", hidden_ratio: float = 0.25, kernel_size: int = 3, num_layers: int = 1,
-                 dropout: float = 0.0, norm: str | None = None, temporal_difference: bool = True) -> None:
+                 dropout: float = 0.0, norm: str | None = None, temporal_difference: bool = True,
+                 input_ratio: float | None = None) -> None:
         super().__init__()
         if placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
@@ -126,9 +145,12 @@ class ConvLSTMYOLO(nn.Module):
             sizes = [(head.final.in_channels, head.final.out_channels) for head in self.yolo.heads]
         else:
             sizes = [(c, c) for c in self.yolo.backbone.out_channels]
+        for name, ratio in (("hidden_ratio", hidden_ratio), ("input_ratio", input_ratio)):
+            if ratio is not None and not 0.0 < ratio <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {ratio}")
         self.recurrent = nn.ModuleList(
-            ConvLSTMBranch(c, max(8, int(round(c * hidden_ratio))), out, kernel_size, num_layers, dropout, norm,
-                           temporal_difference)
+            ConvLSTMBranch(c, _scaled(c, hidden_ratio), out, kernel_size, num_layers, dropout, norm, temporal_difference,
+                           _scaled(c, input_ratio) if input_ratio is not None else None)
             for c, out in sizes
         )
 

@@ -19,11 +19,12 @@ from restaurant_action.models.yolov3 import COCO_ANCHORS, YOLOv3
 TINY = {"width": 0.125, "depth": 0.34}
 
 
+@pytest.mark.parametrize("input_ratio", [None, 0.25])
 @pytest.mark.parametrize("placement", ["head", "neck"])
-def test_untrained_recurrent_model_reproduces_the_ported_yolov3(placement: str) -> None:
+def test_untrained_recurrent_model_reproduces_the_ported_yolov3(placement: str, input_ratio: float | None) -> None:
     torch.manual_seed(0)
     yolo = YOLOv3(4, COCO_ANCHORS, **TINY).eval()
-    recurrent = ConvLSTMYOLO(4, COCO_ANCHORS, placement=placement, **TINY).eval()
+    recurrent = ConvLSTMYOLO(4, COCO_ANCHORS, placement=placement, input_ratio=input_ratio, **TINY).eval()
     recurrent.load_yolov3(yolo.state_dict())
     frames = torch.rand(2, 3, 3, 64, 64)
     outputs, state = recurrent(frames)
@@ -49,12 +50,13 @@ def test_lstm_state_changes_outputs_once_trained_and_reset_restores_a_fresh_lane
     torch.testing.assert_close(mixed[0][2:], carried[0][2:])
 
 
+@pytest.mark.parametrize("input_ratio", [None, 0.25])
 @pytest.mark.parametrize("temporal_difference", [True, False])
-def test_carrying_the_state_over_two_halves_equals_one_pass(temporal_difference: bool) -> None:
+def test_carrying_the_state_over_two_halves_equals_one_pass(temporal_difference: bool, input_ratio: float | None) -> None:
     """The carried state holds everything the next subsequence needs, the previous frame's
     features for the temporal difference included."""
     torch.manual_seed(0)
-    model = ConvLSTMYOLO(4, COCO_ANCHORS, temporal_difference=temporal_difference, **TINY).eval()
+    model = ConvLSTMYOLO(4, COCO_ANCHORS, temporal_difference=temporal_difference, input_ratio=input_ratio, **TINY).eval()
     for module in model.recurrent:
         torch.nn.init.normal_(module.project.weight, std=0.5)
     frames = torch.rand(2, 6, 3, 64, 64)
@@ -64,6 +66,34 @@ def test_carrying_the_state_over_two_halves_equals_one_pass(temporal_difference:
     for level, (out_whole, out_first, out_second) in enumerate(zip(whole, first, second)):
         halves = torch.cat([out_first.unflatten(0, (2, 3)), out_second.unflatten(0, (2, 3))], dim=1).flatten(0, 1)
         torch.testing.assert_close(halves, out_whole, msg=lambda m, k=level: f"scale {k}: {m}")
+
+
+def test_input_reduction_feeds_the_lstm_the_reduced_features_and_their_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = ConvLSTMYOLO(4, COCO_ANCHORS, input_ratio=0.25, hidden_ratio=0.5, **TINY).eval()
+    branch = model.recurrent[2]
+    channels = model.yolo.heads[2].final.in_channels
+    reduced = round(channels * 0.25)
+    assert branch.reduce.in_channels == channels and branch.reduce.out_channels == reduced
+    assert branch.lstm.input_channels == 2 * reduced and branch.lstm.hidden_channels == [round(channels * 0.5)]
+    features, lstm_inputs = [], []
+    model.yolo.heads[2].features.register_forward_hook(lambda module, args, output: features.append(output))
+    lstm_forward = type(branch.lstm).forward
+    monkeypatch.setattr(type(branch.lstm), "forward",
+                        lambda self, x, state=None: lstm_inputs.append(x) or lstm_forward(self, x, state))
+    frames = torch.rand(2, 3, 3, 64, 64)
+    _, state = model(frames)
+    expected = branch.reduce(features[0]).unflatten(0, (2, 3))  # the stride-32 head's 3×3 features, reduced
+    change = expected - torch.cat([expected[:, :1], expected[:, :-1]], dim=1)  # zero on a clip's first frame
+    torch.testing.assert_close(lstm_inputs[2], torch.cat([expected, change], dim=2))
+    assert state[2].previous.shape == (2, reduced, 2, 2)
+    torch.testing.assert_close(state[2].previous, expected[:, -1])
+
+
+@pytest.mark.parametrize("ratio", [{"hidden_ratio": 0.0}, {"input_ratio": 1.5}, {"input_ratio": -0.25}])
+def test_channel_ratios_outside_zero_to_one_are_refused(ratio: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(ratio))):
+        ConvLSTMYOLO(4, COCO_ANCHORS, **ratio, **TINY)
 
 
 def test_lstm_separates_classes_the_ported_final_conv_cannot() -> None:

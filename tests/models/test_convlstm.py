@@ -216,27 +216,32 @@ def test_stacked_layers_and_dropout_between_layers():
         ConvLSTM(C, 4, dropout=0.5)
 
 
-def test_recurrent_dropout_uses_one_mask_per_sequence(monkeypatch):
+@pytest.mark.parametrize("norm", [None, "layer"], ids=["fused-loop", "stepwise-loop"])
+def test_recurrent_dropout_uses_one_mask_per_sequence(monkeypatch, norm):
     torch.manual_seed(6)
-    lstm = _randomise(ConvLSTM(C, 4, recurrent_dropout=0.5).double())
+    lstm = _randomise(ConvLSTM(C, 4, recurrent_dropout=0.5, norm=norm).double())
     reference = ReferenceConvLSTM.from_fused(lstm)
     masks = []
-    recurrence = ConvLSTMCell.recurrence
+    recurrent_mask = ConvLSTM._recurrent_mask
 
-    def recording(self, x_preactivations, state, weight_h, h_mask=None):
-        masks.append(h_mask)
-        return recurrence(self, x_preactivations, state, weight_h, h_mask)
+    def recording(self, like, hidden_channels):
+        masks.append(recurrent_mask(self, like, hidden_channels))
+        return masks[-1]
 
-    monkeypatch.setattr(ConvLSTMCell, "recurrence", recording)
-    x = torch.randn(B, T, C, H, W, dtype=torch.float64)
+    monkeypatch.setattr(ConvLSTM, "_recurrent_mask", recording)
+    x = torch.randn(B, T, C, H, W, dtype=torch.float64, requires_grad=True)
     y, _ = lstm(x)
-    assert len(masks) == T and all(mask is masks[0] for mask in masks)
+    assert len(masks) == 1  # one mask for the whole sequence, every step
     mask = masks[0]
     assert mask.shape == (B, 4, H, W)
     assert set(mask.unique().tolist()) == {0.0, 2.0}
     assert not torch.equal(mask[0], mask[1])  # one mask per sequence, not shared by the batch
-    torch.testing.assert_close(y, reference(x, h_masks={(0, 0): mask})[0], **TOL)
+    y_ref = reference(x, h_masks={(0, 0): mask})[0]
+    torch.testing.assert_close(y, y_ref, **TOL)
     assert not torch.allclose(y, reference(x)[0])
+    weights = torch.randn_like(y)
+    grad_x, = torch.autograd.grad((y * weights).sum(), x)
+    torch.testing.assert_close(grad_x, torch.autograd.grad((y_ref * weights).sum(), x)[0], **TOL)
 
     masks.clear()
     lstm(x)
@@ -244,7 +249,7 @@ def test_recurrent_dropout_uses_one_mask_per_sequence(monkeypatch):
     masks.clear()
     lstm.eval()
     torch.testing.assert_close(lstm(x)[0], reference(x)[0], **TOL)
-    assert all(mask is None for mask in masks)
+    assert not masks
 
 
 def test_bidirectional_shapes_and_state_errors():
@@ -323,3 +328,17 @@ def test_invalid_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="kernel_size"):
         ConvLSTMCell(C, 4, kernel_size=2)
     assert ConvLSTM(C, 4, num_layers=2).hidden_channels == [4, 4]
+
+
+def test_fused_loop_under_autocast_computes_in_the_input_convolutions_dtype():
+    torch.manual_seed(8)
+    lstm = _randomise(ConvLSTM(C, 4))
+    x = torch.randn(B, T, C, H, W)
+    y_full, _ = lstm(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, [(h, c)] = lstm(x)
+        carried, _ = lstm(x, [(h.float(), c.float())])  # a float32 state joins the bfloat16 loop
+    assert y.dtype == c.dtype == carried.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), y_full, atol=0.05, rtol=0.05)
+    y.float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and p.grad.abs().sum() > 0 for p in lstm.parameters())
