@@ -7,7 +7,9 @@ grids), with the same weights, on the CPU, three ways:
       equation 1 (11 per step), state starting as zeros
   (c) fused cell stepped frame by frame: ``ConvLSTMCell`` (one conv over ``cat(X, H)``, one
       i/f peephole conv, one o peephole conv per step)
-  (f) fused ``ConvLSTM``: the X part of all T frames in one batched conv before the time loop
+  (f) fused ``ConvLSTM``: the X part of all T frames in one batched conv before the time loop,
+      the loop one autograd node (two convs per step forward, two backward, each weight's
+      gradient one conv over all steps)
 
 Each run is the forward pass, a loss on every output and the backward pass to the input and the
 weights. After one warm-up each, the variants run round-robin ``--repeats`` times (so that load
@@ -16,9 +18,10 @@ and process CPU seconds and the speed-ups over the reference. On a shared machin
 of a one-thread run (``--threads 1``) is the steadiest measure of the work done. The goal is
 (r)/(f) ≥ 2. The outputs of the three are checked to agree.
 
-At the tiny ConvLSTM-YOLO's sizes (``--channels 64 --hidden 8 --sizes 20``: the stride-8 head of
-width 0.125 at 160 px, whose ConvLSTM reads 2 × 32 channels with the temporal difference) the
-convolutions are small and the per-call overhead the fusion removes weighs more.
+At the tiny ConvLSTM-YOLO's sizes (width 0.125 at 160 px: ``--channels 16 --hidden 8 --sizes 20``
+for the stride-8 head, whose ConvLSTM reads 2 × 8 channels, the features reduced to a quarter
+and their change; ``32 16 10`` and ``64 32 5`` for strides 16 and 32) the convolutions are
+small and the per-call work the fusion removes weighs more.
 
 Run: ``.venv/bin/python benchmarks/convlstm.py [--batch 4 --steps 8 --channels 128 --hidden 128 --sizes 20 40 --threads 2]``.
 """

@@ -76,7 +76,7 @@ class ConvLSTMYOLOModule(DetectionModule):
         lstm_dropout: float = 0.0,
         norm: str | None = None,
         temporal_difference: bool = True,
-        input_ratio: float | None = None,
+        input_ratio: float | None = 0.25,
         freeze_ported_epochs: int = 0,
         freeze_batchnorm: bool | None = None,
         box_gain: float = 0.05,

@@ -9,6 +9,8 @@ noise. The LSTM reaches the outputs through its own weights, not through the por
 YOLOv3 that cannot tell two motion-only classes apart has near-identical final-conv rows for
 them, so a correction added to ``f`` would move both logits alike. ``placement="neck"`` puts the cells on the backbone's stride-8/16/32 outputs
 instead ("earlier in the network", as the study proposed), as ``f + project(ConvLSTM(f))``.
+By default each ConvLSTM reads a 1×1 reduction of ``f`` to a quarter of its channels, and the
+change of those since the lane's previous frame.
 """
 
 from __future__ import annotations
@@ -129,13 +131,14 @@ class ConvLSTMYOLO(nn.Module):
             input features (see :class:`ConvLSTMBranch`).
         input_ratio: channels of a 1×1 reduction of the features before each ConvLSTM, as a
             fraction of the channels it sits on (``None``: the ConvLSTMs read the features
-            themselves).
+            themselves). The default quarter cuts the ConvLSTMs' input convolutions, their
+            costliest part, to a quarter (docs/recurrent.md).
     """
 
     def __init__(self, num_classes: int, anchors: Tensor | Sequence[Sequence[float]], width: float = 1.0, depth: float = 1.0,
                  placement: str = "head", hidden_ratio: float = 0.25, kernel_size: int = 3, num_layers: int = 1,
                  dropout: float = 0.0, norm: str | None = None, temporal_difference: bool = True,
-                 input_ratio: float | None = None) -> None:
+                 input_ratio: float | None = 0.25) -> None:
         super().__init__()
         if placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
