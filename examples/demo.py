@@ -101,8 +101,9 @@ def compare_recurrent(root: Path, out: Path, checkpoint: Path, epochs: int, minu
                                 title="YOLOv3 vs ConvLSTM-YOLO on the validation clips")
     counts = dm.annotations.class_counts("clips")
     return (
-        f"The YOLOv3 above, ported into a ConvLSTM-YOLO (a ConvLSTM before each head's final conv, "
-        f"its own zero-initialised output weights: it starts as that YOLOv3), then {trainer.current_epoch} epochs "
+        f"The YOLOv3 above, ported into a ConvLSTM-YOLO (a ConvLSTM before each head's final conv, reading a 1×1 "
+        f"reduction of the head's features and its frame-to-frame change, with its own zero-initialised output "
+        f"weights: it starts as that YOLOv3), then {trainer.current_epoch} epochs "
         f"({trainer.global_step} steps of 4 clips × 8 frames, every {RECURRENT_FRAME_STEP}th frame) training the ConvLSTMs only, the "
         f"ported layers and their BatchNorm statistics fixed. Both are evaluated on the validation clips "
         f"(the held-out videos' labelled actions with 30 frames either side, played in order with the state carried). "
