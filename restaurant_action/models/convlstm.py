@@ -268,7 +268,8 @@ class _FusedSequence(torch.autograd.Function):
             if t == steps - 1:
                 peephole_o = F.conv2d(c, weight_peephole_o, padding=padding)
             else:
-                peephole_o, peephole_if = F.conv2d(c, weight_peepholes, padding=padding).split([hidden, 2 * hidden], dim=1)
+                peepholes = F.conv2d(c, weight_peepholes, padding=padding)
+                peephole_o, peephole_if = peepholes.split([hidden, 2 * hidden], dim=1)
             output_gate = torch.sigmoid(output_pre + peephole_o)
             tanh_cell = torch.tanh(c)
             h = output_gate * tanh_cell
@@ -328,7 +329,8 @@ class _FusedSequence(torch.autograd.Function):
                 torch.cat([grad_input_pre, grad_forget_pre, grad_candidate_pre, grad_output_pre], dim=1)
             )
             if carried >= 0:
-                grad_h_next = _conv_backward(grad_preactivations[-1], saved["h_in"][carried], weight_h, padding, (True, False))[0]
+                h_in = saved["h_in"][carried]
+                grad_h_next = _conv_backward(grad_preactivations[-1], h_in, weight_h, padding, (True, False))[0]
                 if h_mask is not None:
                     grad_h_next = grad_h_next * h_mask
 
@@ -336,12 +338,14 @@ class _FusedSequence(torch.autograd.Function):
         grad_h0 = grad_c0 = None
         if first_carried == 0:
             grad_h0 = grad_h_next
-            grad_c0 = grad_c_next + _conv_backward(grad_if_next, saved["c_prev"][0], weight_peephole_if, padding, (True, False))[0]
+            c0 = saved["c_prev"][0]
+            grad_c0 = grad_c_next + _conv_backward(grad_if_next, c0, weight_peephole_if, padding, (True, False))[0]
         needs = ctx.needs_input_grad
         grad_weight_h = grad_weight_if = grad_weight_o = None
         if needs[3]:
             grad_weight_h = torch.zeros_like(weight_h) if first_carried == steps else _conv_backward(
-                torch.cat(grad_preactivations[first_carried:]), torch.cat(saved["h_in"]), weight_h, padding, (False, True)
+                torch.cat(grad_preactivations[first_carried:]), torch.cat(saved["h_in"]), weight_h, padding,
+                (False, True),
             )[1]
         if needs[4]:
             hidden = weight_peephole_o.shape[0]

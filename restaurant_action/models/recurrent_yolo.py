@@ -148,9 +148,10 @@ class ConvLSTMYOLO(nn.Module):
             sizes = [(head.final.in_channels, head.final.out_channels) for head in self.yolo.heads]
         else:
             sizes = [(c, c) for c in self.yolo.backbone.out_channels]
-        for name, ratio in (("hidden_ratio", hidden_ratio), ("input_ratio", input_ratio)):
-            if ratio is not None and not 0.0 < ratio <= 1.0:
-                raise ValueError(f"{name} must be in (0, 1], got {ratio}")
+        if not hidden_ratio > 0.0:
+            raise ValueError(f"hidden_ratio must be > 0, got {hidden_ratio}")
+        if input_ratio is not None and not 0.0 < input_ratio <= 1.0:
+            raise ValueError(f"input_ratio must be in (0, 1] (a reduction) or None, got {input_ratio}")
         self.recurrent = nn.ModuleList(
             ConvLSTMBranch(c, _scaled(c, hidden_ratio), out, kernel_size, num_layers, dropout, norm, temporal_difference,
                            _scaled(c, input_ratio) if input_ratio is not None else None)

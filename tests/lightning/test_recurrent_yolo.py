@@ -91,7 +91,7 @@ def test_input_reduction_feeds_the_lstm_the_reduced_features_and_their_change(mo
 
 
 @pytest.mark.parametrize("ratio", [{"hidden_ratio": 0.0}, {"input_ratio": 1.5}, {"input_ratio": -0.25}])
-def test_channel_ratios_outside_zero_to_one_are_refused(ratio: dict[str, float]) -> None:
+def test_channel_ratios_out_of_range_are_refused(ratio: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(ratio))):
         ConvLSTMYOLO(4, COCO_ANCHORS, **ratio, **TINY)
 
