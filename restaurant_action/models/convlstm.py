@@ -180,16 +180,9 @@ class ConvLSTMCell(nn.Module):
         """New ``(h, c)`` from ``W_x*X + W_h*H + b`` ``(B, 4·hidden, H, W)`` and ``C_{t-1}`` (``None``: zeros)."""
         if self.norm is not None:
             preactivations = self.norm(preactivations)
-        input_gate, forget_gate, candidate, output_gate = preactivations.chunk(len(GATE_ORDER), dim=1)
-        if c is None:
-            c_next = torch.sigmoid(input_gate) * torch.tanh(candidate)
-        else:
-            peephole_i, peephole_f = self.conv_peephole_if(c).chunk(2, dim=1)
-            c_next = (
-                torch.sigmoid(forget_gate + peephole_f) * c
-                + torch.sigmoid(input_gate + peephole_i) * torch.tanh(candidate)
-            )
-        h_next = torch.sigmoid(output_gate + self.conv_peephole_o(c_next)) * torch.tanh(c_next)
+        peephole_if = self.conv_peephole_if(c) if c is not None else None
+        *_, output_pre, c_next = _cell_update(preactivations, c, peephole_if)
+        h_next = torch.sigmoid(output_pre + self.conv_peephole_o(c_next)) * torch.tanh(c_next)
         return h_next, c_next
 
     def forward(self, x: Tensor, state: ConvLSTMCellState | None = None) -> tuple[Tensor, ConvLSTMCellState]:
@@ -202,6 +195,27 @@ class ConvLSTMCell(nn.Module):
             _check_cell_state(state, (x.shape[0], self.hidden_channels, *x.shape[2:]), "state")
             h, c = self._update(self.conv_xh(torch.cat([x, state[0]], dim=1)), state[1])
         return h, (h, c)
+
+
+def _cell_update(
+    preactivations: Tensor, c: Tensor | None, peephole_if: Tensor | None
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor]:
+    """The cell update of equation 1 from the gate pre-activations ``(B, 4·hidden, H, W)``
+    (``W_x*X + W_h*H + b``, normalised if the cell has a norm), ``C_{t-1}`` (``None``: zeros,
+    whose peepholes and forget term vanish) and its i/f peepholes ``W_ci*C, W_cf*C``
+    ``(B, 2·hidden, H, W)``. Returns the input gate, the forget gate (``None`` without
+    ``C_{t-1}``), the candidate ``tanh(…)``, the output gate's pre-activation without its
+    peephole, and ``C_t``.
+    """
+    input_pre, forget_pre, candidate_pre, output_pre = preactivations.chunk(len(GATE_ORDER), dim=1)
+    candidate = torch.tanh(candidate_pre)
+    if c is None:
+        input_gate = torch.sigmoid(input_pre)
+        return input_gate, None, candidate, output_pre, input_gate * candidate
+    peephole_i, peephole_f = peephole_if.chunk(2, dim=1)
+    input_gate = torch.sigmoid(input_pre + peephole_i)
+    forget_gate = torch.sigmoid(forget_pre + peephole_f)
+    return input_gate, forget_gate, candidate, output_pre, forget_gate * c + input_gate * candidate
 
 
 def _conv_backward(
@@ -253,18 +267,11 @@ class _FusedSequence(torch.autograd.Function):
                 h_in = h * h_mask if h_mask is not None else h
                 preactivations = preactivations + F.conv2d(h_in, weight_h, padding=padding)
                 saved["h_in"].append(h_in)
-            input_pre, forget_pre, candidate_pre, output_pre = preactivations.chunk(len(GATE_ORDER), dim=1)
-            candidate = torch.tanh(candidate_pre)
-            if c is None:
-                input_gate = torch.sigmoid(input_pre)
-                c = input_gate * candidate
-            else:
-                peephole_i, peephole_f = peephole_if.chunk(2, dim=1)
-                input_gate = torch.sigmoid(input_pre + peephole_i)
-                forget_gate = torch.sigmoid(forget_pre + peephole_f)
+            if c is not None:
                 saved["c_prev"].append(c)
+            input_gate, forget_gate, candidate, output_pre, c = _cell_update(preactivations, c, peephole_if)
+            if forget_gate is not None:
                 saved["forget"].append(forget_gate)
-                c = forget_gate * c + input_gate * candidate
             if t == steps - 1:
                 peephole_o = F.conv2d(c, weight_peephole_o, padding=padding)
             else:
