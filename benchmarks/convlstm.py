@@ -23,7 +23,8 @@ for the stride-8 head, whose ConvLSTM reads 2 × 8 channels, the features reduce
 and their change; ``32 16 10`` and ``64 32 5`` for strides 16 and 32) the convolutions are
 small and the per-call work the fusion removes weighs more.
 
-Run: ``.venv/bin/python benchmarks/convlstm.py [--batch 4 --steps 8 --channels 128 --hidden 128 --sizes 20 40 --threads 2]``.
+Run: ``.venv/bin/python benchmarks/convlstm.py [--batch 4 --steps 8 --channels 128 --hidden 128 --sizes 20 40 --threads 2]``;
+``--device cuda`` runs it on a GPU (there the wall columns count; CPU time is the host's).
 """
 
 from __future__ import annotations
@@ -56,12 +57,21 @@ def _stepped_cell(lstm: ConvLSTM) -> Callable[[Tensor], Tensor]:
 
 
 def _forward_backward(run: Callable[[Tensor], Tensor], x: Tensor) -> tuple[float, float, Tensor]:
-    """Wall-clock and process CPU seconds of one forward + backward pass, and the output."""
+    """Wall-clock and process CPU seconds of one forward + backward pass, and the output
+    (on a GPU the clock stops when the device has finished)."""
     x.grad = None
+    _synchronize(x.device)
     wall, cpu = time.perf_counter(), time.process_time()
     y = run(x)
     y.square().mean().backward()
+    _synchronize(x.device)
     return time.perf_counter() - wall, time.process_time() - cpu, y.detach()
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -73,25 +83,27 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 40], help="grid sizes (square)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (compare the wall columns there)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     hidden = args.hidden or args.channels
-    lstm = ConvLSTM(args.channels, hidden)
-    reference = ReferenceConvLSTM.from_fused(lstm)
+    device = torch.device(args.device)
+    lstm = ConvLSTM(args.channels, hidden).to(device)
+    reference = ReferenceConvLSTM.from_fused(lstm).to(device)
     variants = {
         "(r) per-gate reference": lambda x: reference(x)[0],
         "(c) fused cell, stepped": _stepped_cell(lstm),
         "(f) fused ConvLSTM": lambda x: lstm(x)[0],
     }
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch} T={args.steps} "
+    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, B={args.batch} T={args.steps} "
           f"C={args.channels}→{hidden} k=3, forward+backward, median of {args.repeats} interleaved runs")
     print("| grid | variant | wall s | CPU s | speed-up (wall) | speed-up (CPU) |")
     print("|---|---|---|---|---|---|")
     for size in args.sizes:
-        x = torch.randn(args.batch, args.steps, args.channels, size, size, requires_grad=True)
+        x = torch.randn(args.batch, args.steps, args.channels, size, size, device=device, requires_grad=True)
         outputs = {name: _forward_backward(run, x)[2] for name, run in variants.items()}
         walls: dict[str, list[float]] = {name: [] for name in variants}
         cpus: dict[str, list[float]] = {name: [] for name in variants}
