@@ -298,6 +298,7 @@ class _FusedSequence(torch.autograd.Function):
         for name, length in zip(_FusedSequence.SAVED, ctx.lengths):
             saved[name], flat = flat[:length], flat[length:]
         padding = ctx.padding
+        hidden = weight_peephole_o.shape[0]
         cells = saved["cell"]
         steps = len(cells)
         first_carried = steps - len(saved["c_prev"])  # 0 with a carried state; 1 when step 0 started from zeros
@@ -355,13 +356,11 @@ class _FusedSequence(torch.autograd.Function):
                 (False, True),
             )[1]
         if needs[4]:
-            hidden = weight_peephole_o.shape[0]
             grad_weight_if = torch.zeros_like(weight_peephole_if) if first_carried == steps else _conv_backward(
                 torch.cat([grad[:, :2 * hidden] for grad in grad_preactivations[first_carried:]]),
                 torch.cat(saved["c_prev"]), weight_peephole_if, padding, (False, True),
             )[1]
         if needs[5]:
-            hidden = weight_peephole_o.shape[0]
             grad_weight_o = _conv_backward(
                 torch.cat([grad[:, 3 * hidden:] for grad in grad_preactivations]), torch.cat(cells), weight_peephole_o,
                 padding, (False, True),
