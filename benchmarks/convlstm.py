@@ -18,6 +18,13 @@ and process CPU seconds and the speed-ups over the reference. On a shared machin
 of a one-thread run (``--threads 1``) is the steadiest measure of the work done. The goal is
 (r)/(f) ≥ 2. The outputs of the three are checked to agree.
 
+Beside the times, the work each variant does (one more pass each, not timed): its floating-point
+operations (``torch.utils.flop_counter``, in GFLOP) and the rate it reached (GFLOP per CPU
+second, against the machine's peak: where a variant runs its convolutions at the peak, no
+reordering of the same arithmetic can make it faster), and the aten operators it ran that
+compute (views excluded) with the convolutions among them: on a GPU each is at least one kernel
+launch, which is what fusion saves there.
+
 At the tiny ConvLSTM-YOLO's sizes (width 0.125 at 160 px: ``--channels 16 --hidden 8 --sizes 20``
 for the stride-8 head, whose ConvLSTM reads 2 × 8 channels, the features reduced to a quarter
 and their change; ``32 16 10`` and ``64 32 5`` for strides 16 and 32) the convolutions are
@@ -36,6 +43,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from restaurant_action.models._convlstm_reference import ReferenceConvLSTM
 from restaurant_action.models.convlstm import ConvLSTM
@@ -66,6 +75,34 @@ def _forward_backward(run: Callable[[Tensor], Tensor], x: Tensor) -> tuple[float
     y.square().mean().backward()
     _synchronize(x.device)
     return time.perf_counter() - wall, time.process_time() - cpu, y.detach()
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the aten operators that compute (views excluded): on a GPU each one is at least one
+    kernel launch, and convolutions are counted apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.operators = 0
+        self.convolutions = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 (dispatch protocol)
+        if not func.is_view:
+            self.operators += 1
+            self.convolutions += "convolution" in func.name()
+        return func(*args, **(kwargs or {}))
+
+
+def _work(run: Callable[[Tensor], Tensor], x: Tensor) -> tuple[float, int, int]:
+    """Floating-point operations (GFLOP, by ``torch.utils.flop_counter``), computing aten
+    operators and convolutions of one forward + backward pass."""
+    flops, operators = FlopCounterMode(display=False), _OpCounter()
+    with flops:
+        run(x).square().mean().backward()
+    with operators:
+        run(x).square().mean().backward()
+    x.grad = None
+    return flops.get_total_flops() / 1e9, operators.operators, operators.convolutions
 
 
 def _synchronize(device: torch.device) -> None:
@@ -100,11 +137,13 @@ def main() -> None:
     }
     print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, B={args.batch} T={args.steps} "
           f"C={args.channels}→{hidden} k=3, forward+backward, median of {args.repeats} interleaved runs")
-    print("| grid | variant | wall s | CPU s | speed-up (wall) | speed-up (CPU) |")
-    print("|---|---|---|---|---|---|")
+    print("| grid | variant | wall s | CPU s | speed-up (wall) | speed-up (CPU) | GFLOP | GFLOP/s (CPU) "
+          "| operators (convolutions) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         x = torch.randn(args.batch, args.steps, args.channels, size, size, device=device, requires_grad=True)
         outputs = {name: _forward_backward(run, x)[2] for name, run in variants.items()}
+        work = {name: _work(run, x) for name, run in variants.items()}
         walls: dict[str, list[float]] = {name: [] for name in variants}
         cpus: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(args.repeats):  # round-robin, so that load from elsewhere hits every variant alike
@@ -115,8 +154,10 @@ def main() -> None:
         wall_baseline, cpu_baseline = (statistics.median(times[next(iter(variants))]) for times in (walls, cpus))
         for name in variants:
             wall, cpu = statistics.median(walls[name]), statistics.median(cpus[name])
+            gflop, operators, convolutions = work[name]
             print(f"| {size}×{size} | {name} | {wall:.3f} | {cpu:.3f} | {wall_baseline / wall:.2f}× "
-                  f"| {cpu_baseline / cpu:.2f}× |", flush=True)
+                  f"| {cpu_baseline / cpu:.2f}× | {gflop:.2f} | {gflop / cpu:.0f} | {operators} ({convolutions}) |",
+                  flush=True)
         reference_output = next(iter(outputs.values()))
         for y in outputs.values():
             torch.testing.assert_close(y, reference_output, atol=1e-4, rtol=1e-4)

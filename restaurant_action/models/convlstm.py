@@ -229,6 +229,16 @@ def _conv_backward(
     return grad_input, grad_weight
 
 
+def _sigmoid_backward(grad: Tensor, sigmoid: Tensor) -> Tensor:
+    """``grad · σ'`` from ``σ = sigmoid(z)``: ``grad · σ · (1 − σ)`` in one kernel."""
+    return torch.ops.aten.sigmoid_backward(grad, sigmoid)
+
+
+def _tanh_backward(grad: Tensor, tanh: Tensor) -> Tensor:
+    """``grad · tanh'`` from ``tanh = tanh(z)``: ``grad · (1 − tanh²)`` in one kernel."""
+    return torch.ops.aten.tanh_backward(grad, tanh)
+
+
 class _FusedSequence(torch.autograd.Function):
     """The time loop of one ConvLSTM layer without gate norm, with a hand-written backward.
 
@@ -313,8 +323,8 @@ class _FusedSequence(torch.autograd.Function):
             grad_h = grad_outputs[:, t] if grad_outputs is not None else torch.zeros_like(tanh_cell)
             if grad_h_next is not None:
                 grad_h = grad_h + grad_h_next
-            grad_output_pre = grad_h * tanh_cell * output_gate * (1 - output_gate)
-            grad_c = grad_h * output_gate * (1 - tanh_cell * tanh_cell)
+            grad_output_pre = _sigmoid_backward(grad_h * tanh_cell, output_gate)
+            grad_c = _tanh_backward(grad_h * output_gate, tanh_cell)
             if grad_c_next is not None:
                 grad_c = grad_c + grad_c_next
             if grad_if_next is None:
@@ -322,12 +332,12 @@ class _FusedSequence(torch.autograd.Function):
             else:
                 peephole_grad, peephole_weight = torch.cat([grad_output_pre, grad_if_next], dim=1), weight_peepholes
             grad_c = grad_c + _conv_backward(peephole_grad, cells[t], peephole_weight, padding, (True, False))[0]
-            grad_input_pre = grad_c * candidate * input_gate * (1 - input_gate)
-            grad_candidate_pre = grad_c * input_gate * (1 - candidate * candidate)
+            grad_input_pre = _sigmoid_backward(grad_c * candidate, input_gate)
+            grad_candidate_pre = _tanh_backward(grad_c * input_gate, candidate)
             carried = t - first_carried
             if carried >= 0:
                 forget_gate = saved["forget"][carried]
-                grad_forget_pre = grad_c * saved["c_prev"][carried] * forget_gate * (1 - forget_gate)
+                grad_forget_pre = _sigmoid_backward(grad_c * saved["c_prev"][carried], forget_gate)
                 grad_c_next = grad_c * forget_gate
                 grad_if_next = torch.cat([grad_input_pre, grad_forget_pre], dim=1)
             else:
