@@ -247,10 +247,12 @@ class _FusedSequence(torch.autograd.Function):
     ``t + 1`` (the two peephole weights concatenated): two convolutions per step, not three.
     Backward, per step, only what flows back in time (the gradients of ``H_{t-1}`` and
     ``C_{t-1}``); each weight's gradient is then one convolution over the ``B·T`` frames of all
-    steps, and the X part's gradient leaves as one ``(B, T, 4·hidden, H, W)`` tensor.
+    steps. ``H`` and ``C`` of every step are written into time-major buffers ``(T + 1, B, hidden,
+    H, W)`` (slot 0 the carried state, slot ``t + 1`` step ``t``), and the gradients into
+    ``(T, B, …)`` ones, so that those batched convolutions read them without copies.
     """
 
-    SAVED = ("h_in", "c_prev", "forget", "input", "candidate", "output", "cell", "tanh_cell")
+    SAVED = ("input", "candidate", "output", "tanh_cell", "forget")
 
     @staticmethod
     def forward(
@@ -265,61 +267,61 @@ class _FusedSequence(torch.autograd.Function):
         padding: int,
     ) -> tuple[Tensor, Tensor]:
         hidden = weight_peephole_o.shape[0]
-        steps = x_preactivations.shape[1]
+        batch, steps, _, *grid = x_preactivations.shape
         weight_peepholes = torch.cat([weight_peephole_o, weight_peephole_if])
+        hs = x_preactivations.new_empty((steps + 1, batch, hidden, *grid))
+        cells = torch.empty_like(hs)
         saved: dict[str, list[Tensor]] = {name: [] for name in _FusedSequence.SAVED}
-        outputs = []
-        h, c = h0, c0
-        peephole_if = F.conv2d(c0, weight_peephole_if, padding=padding) if c0 is not None else None
+        carried = h0 is not None
+        peephole_if = None
+        if carried:
+            hs[0].copy_(h0)
+            cells[0].copy_(c0)
+            peephole_if = F.conv2d(cells[0], weight_peephole_if, padding=padding)
         for t in range(steps):
             preactivations = x_preactivations[:, t]
-            if h is not None:
-                h_in = h * h_mask if h_mask is not None else h
+            c_prev = cells[t] if carried or t > 0 else None
+            if c_prev is not None:
+                h_in = hs[t] * h_mask if h_mask is not None else hs[t]
                 preactivations = preactivations + F.conv2d(h_in, weight_h, padding=padding)
-                saved["h_in"].append(h_in)
-            if c is not None:
-                saved["c_prev"].append(c)
-            input_gate, forget_gate, candidate, output_pre, c = _cell_update(preactivations, c, peephole_if)
-            if forget_gate is not None:
-                saved["forget"].append(forget_gate)
+            input_gate, forget_gate, candidate, output_pre, c = _cell_update(preactivations, c_prev, peephole_if)
+            cells[t + 1].copy_(c)
             if t == steps - 1:
-                peephole_o = F.conv2d(c, weight_peephole_o, padding=padding)
+                peephole_o = F.conv2d(cells[t + 1], weight_peephole_o, padding=padding)
             else:
-                peepholes = F.conv2d(c, weight_peepholes, padding=padding)
+                peepholes = F.conv2d(cells[t + 1], weight_peepholes, padding=padding)
                 peephole_o, peephole_if = peepholes.split([hidden, 2 * hidden], dim=1)
             output_gate = torch.sigmoid(output_pre + peephole_o)
-            tanh_cell = torch.tanh(c)
-            h = output_gate * tanh_cell
-            outputs.append(h)
-            for name, value in (("input", input_gate), ("candidate", candidate), ("output", output_gate), ("cell", c),
-                                ("tanh_cell", tanh_cell)):
-                saved[name].append(value)
-        ctx.padding = padding
-        ctx.lengths = [len(saved[name]) for name in _FusedSequence.SAVED]
-        ctx.save_for_backward(weight_h, weight_peephole_if, weight_peephole_o, h_mask,
+            tanh_cell = torch.tanh(cells[t + 1])
+            torch.mul(output_gate, tanh_cell, out=hs[t + 1])
+            for name, value in (("input", input_gate), ("candidate", candidate), ("output", output_gate),
+                                ("tanh_cell", tanh_cell), ("forget", forget_gate)):
+                if value is not None:
+                    saved[name].append(value)
+        ctx.padding, ctx.carried = padding, carried
+        ctx.save_for_backward(weight_h, weight_peephole_if, weight_peephole_o, h_mask, hs, cells,
                               *(value for name in _FusedSequence.SAVED for value in saved[name]))
-        return torch.stack(outputs, dim=1), c
+        return hs[1:].transpose(0, 1).contiguous(), cells[steps].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_outputs: Tensor | None, grad_last_cell: Tensor | None) -> tuple[Tensor | None, ...]:
-        weight_h, weight_peephole_if, weight_peephole_o, h_mask, *flat = ctx.saved_tensors
-        saved: dict[str, list[Tensor]] = {}
-        for name, length in zip(_FusedSequence.SAVED, ctx.lengths):
-            saved[name], flat = flat[:length], flat[length:]
-        padding = ctx.padding
-        hidden = weight_peephole_o.shape[0]
-        cells = saved["cell"]
-        steps = len(cells)
-        first_carried = steps - len(saved["c_prev"])  # 0 with a carried state; 1 when step 0 started from zeros
+        weight_h, weight_peephole_if, weight_peephole_o, h_mask, hs, cells, *flat = ctx.saved_tensors
+        padding, carried = ctx.padding, ctx.carried
+        steps, batch, hidden, *grid = cells.shape
+        steps -= 1
+        first_carried = 0 if carried else 1  # the first step whose H_{t-1} and C_{t-1} are not zeros
+        gates = {name: flat[index * steps:(index + 1) * steps] for index, name in enumerate(_FusedSequence.SAVED[:4])}
+        forgets = flat[4 * steps:]
         weight_peepholes = torch.cat([weight_peephole_o, weight_peephole_if])
-        grad_preactivations: list[Tensor] = []  # filled from the last step back, then reversed
+        grad_preactivations = hs.new_empty((steps, batch, 4 * hidden, *grid))
+        grad_peepholes = hs.new_empty((steps, batch, 3 * hidden, *grid))  # of each step's convolution over C_t
         grad_h_next: Tensor | None = None  # reaches H_t through step t + 1's gates
         grad_c_next: Tensor | None = grad_last_cell  # reaches C_t through step t + 1's cell update
         grad_if_next: Tensor | None = None  # of step t + 1's i/f peephole outputs, which read C_t
         for t in reversed(range(steps)):
-            output_gate, tanh_cell = saved["output"][t], saved["tanh_cell"][t]
-            input_gate, candidate = saved["input"][t], saved["candidate"][t]
+            output_gate, tanh_cell = gates["output"][t], gates["tanh_cell"][t]
+            input_gate, candidate = gates["input"][t], gates["candidate"][t]
             grad_h = grad_outputs[:, t] if grad_outputs is not None else torch.zeros_like(tanh_cell)
             if grad_h_next is not None:
                 grad_h = grad_h + grad_h_next
@@ -328,54 +330,54 @@ class _FusedSequence(torch.autograd.Function):
             if grad_c_next is not None:
                 grad_c = grad_c + grad_c_next
             if grad_if_next is None:
-                peephole_grad, peephole_weight = grad_output_pre, weight_peephole_o
+                grad_peepholes[t, :, :hidden] = grad_output_pre
+                grad_peepholes[t, :, hidden:] = 0  # the last step's convolution has no i/f peephole part
+                grad_c = grad_c + _conv_backward(grad_output_pre, cells[t + 1], weight_peephole_o, padding,
+                                                 (True, False))[0]
             else:
-                peephole_grad, peephole_weight = torch.cat([grad_output_pre, grad_if_next], dim=1), weight_peepholes
-            grad_c = grad_c + _conv_backward(peephole_grad, cells[t], peephole_weight, padding, (True, False))[0]
+                torch.cat([grad_output_pre, grad_if_next], dim=1, out=grad_peepholes[t])
+                grad_c = grad_c + _conv_backward(grad_peepholes[t], cells[t + 1], weight_peepholes, padding,
+                                                 (True, False))[0]
             grad_input_pre = _sigmoid_backward(grad_c * candidate, input_gate)
             grad_candidate_pre = _tanh_backward(grad_c * input_gate, candidate)
-            carried = t - first_carried
-            if carried >= 0:
-                forget_gate = saved["forget"][carried]
-                grad_forget_pre = _sigmoid_backward(grad_c * saved["c_prev"][carried], forget_gate)
+            if t >= first_carried:
+                forget_gate = forgets[t - first_carried]
+                grad_forget_pre = _sigmoid_backward(grad_c * cells[t], forget_gate)
                 grad_c_next = grad_c * forget_gate
                 grad_if_next = torch.cat([grad_input_pre, grad_forget_pre], dim=1)
             else:
                 grad_forget_pre = torch.zeros_like(grad_input_pre)
                 grad_c_next = grad_if_next = None
-            grad_preactivations.append(
-                torch.cat([grad_input_pre, grad_forget_pre, grad_candidate_pre, grad_output_pre], dim=1)
-            )
-            if carried >= 0:
-                h_in = saved["h_in"][carried]
-                grad_h_next = _conv_backward(grad_preactivations[-1], h_in, weight_h, padding, (True, False))[0]
+            torch.cat([grad_input_pre, grad_forget_pre, grad_candidate_pre, grad_output_pre], dim=1,
+                      out=grad_preactivations[t])
+            if t >= first_carried:
+                grad_h_next = _conv_backward(grad_preactivations[t], hs[t], weight_h, padding, (True, False))[0]
                 if h_mask is not None:
                     grad_h_next = grad_h_next * h_mask
 
-        grad_preactivations.reverse()
-        grad_h0 = grad_c0 = None
-        if first_carried == 0:
-            grad_h0 = grad_h_next
-            c0 = saved["c_prev"][0]
-            grad_c0 = grad_c_next + _conv_backward(grad_if_next, c0, weight_peephole_if, padding, (True, False))[0]
         needs = ctx.needs_input_grad
-        grad_weight_h = grad_weight_if = grad_weight_o = None
+        grad_h0 = grad_c0 = grad_weight_h = grad_weight_if = grad_weight_o = None
+        grad_weight_if_c0 = None
+        if carried:
+            grad_h0 = grad_h_next
+            grad_c0, grad_weight_if_c0 = _conv_backward(grad_if_next, cells[0], weight_peephole_if, padding,
+                                                        (True, needs[4]))
+            grad_c0 = grad_c0 + grad_c_next
         if needs[3]:
+            h_in = hs[first_carried:steps]
+            if h_mask is not None:
+                h_in = h_in * h_mask
             grad_weight_h = torch.zeros_like(weight_h) if first_carried == steps else _conv_backward(
-                torch.cat(grad_preactivations[first_carried:]), torch.cat(saved["h_in"]), weight_h, padding,
-                (False, True),
+                grad_preactivations[first_carried:].flatten(0, 1), h_in.flatten(0, 1), weight_h, padding, (False, True),
             )[1]
-        if needs[4]:
-            grad_weight_if = torch.zeros_like(weight_peephole_if) if first_carried == steps else _conv_backward(
-                torch.cat([grad[:, :2 * hidden] for grad in grad_preactivations[first_carried:]]),
-                torch.cat(saved["c_prev"]), weight_peephole_if, padding, (False, True),
+        if needs[4] or needs[5]:
+            grad_weight_peepholes = _conv_backward(
+                grad_peepholes.flatten(0, 1), cells[1:].flatten(0, 1), weight_peepholes, padding, (False, True),
             )[1]
-        if needs[5]:
-            grad_weight_o = _conv_backward(
-                torch.cat([grad[:, 3 * hidden:] for grad in grad_preactivations]), torch.cat(cells), weight_peephole_o,
-                padding, (False, True),
-            )[1]
-        return (torch.stack(grad_preactivations, dim=1), grad_h0, grad_c0, grad_weight_h, grad_weight_if, grad_weight_o,
+            grad_weight_o, grad_weight_if = grad_weight_peepholes.split([hidden, 2 * hidden])
+            if grad_weight_if_c0 is not None:
+                grad_weight_if = grad_weight_if + grad_weight_if_c0
+        return (grad_preactivations.transpose(0, 1), grad_h0, grad_c0, grad_weight_h, grad_weight_if, grad_weight_o,
                 None, None)
 
 
