@@ -252,7 +252,8 @@ class _FusedSequence(torch.autograd.Function):
     ``(T, B, …)`` ones, so that those batched convolutions read them without copies.
     """
 
-    SAVED = ("input", "candidate", "output", "tanh_cell", "forget")
+    # saved at every step; the forget gate only at the steps that have a C_{t-1}
+    STEP_GATES = ("input", "candidate", "output", "tanh_cell")
 
     @staticmethod
     def forward(
@@ -271,7 +272,8 @@ class _FusedSequence(torch.autograd.Function):
         weight_peepholes = torch.cat([weight_peephole_o, weight_peephole_if])
         hs = x_preactivations.new_empty((steps + 1, batch, hidden, *grid))
         cells = torch.empty_like(hs)
-        saved: dict[str, list[Tensor]] = {name: [] for name in _FusedSequence.SAVED}
+        gates: dict[str, list[Tensor]] = {name: [] for name in _FusedSequence.STEP_GATES}
+        forgets: list[Tensor] = []
         carried = h0 is not None
         peephole_if = None
         if carried:
@@ -294,13 +296,13 @@ class _FusedSequence(torch.autograd.Function):
             output_gate = torch.sigmoid(output_pre + peephole_o)
             tanh_cell = torch.tanh(cells[t + 1])
             torch.mul(output_gate, tanh_cell, out=hs[t + 1])
-            for name, value in (("input", input_gate), ("candidate", candidate), ("output", output_gate),
-                                ("tanh_cell", tanh_cell), ("forget", forget_gate)):
-                if value is not None:
-                    saved[name].append(value)
+            for name, value in zip(_FusedSequence.STEP_GATES, (input_gate, candidate, output_gate, tanh_cell)):
+                gates[name].append(value)
+            if forget_gate is not None:
+                forgets.append(forget_gate)
         ctx.padding, ctx.carried = padding, carried
         ctx.save_for_backward(weight_h, weight_peephole_if, weight_peephole_o, h_mask, hs, cells,
-                              *(value for name in _FusedSequence.SAVED for value in saved[name]))
+                              *(value for name in _FusedSequence.STEP_GATES for value in gates[name]), *forgets)
         return hs[1:].transpose(0, 1).contiguous(), cells[steps].clone()
 
     @staticmethod
@@ -308,11 +310,11 @@ class _FusedSequence(torch.autograd.Function):
     def backward(ctx: Any, grad_outputs: Tensor | None, grad_last_cell: Tensor | None) -> tuple[Tensor | None, ...]:
         weight_h, weight_peephole_if, weight_peephole_o, h_mask, hs, cells, *flat = ctx.saved_tensors
         padding, carried = ctx.padding, ctx.carried
-        steps, batch, hidden, *grid = cells.shape
-        steps -= 1
+        slots, batch, hidden, *grid = cells.shape
+        steps = slots - 1
         first_carried = 0 if carried else 1  # the first step whose H_{t-1} and C_{t-1} are not zeros
-        gates = {name: flat[index * steps:(index + 1) * steps] for index, name in enumerate(_FusedSequence.SAVED[:4])}
-        forgets = flat[4 * steps:]
+        gates = {name: flat[index * steps:(index + 1) * steps] for index, name in enumerate(_FusedSequence.STEP_GATES)}
+        forgets = flat[len(gates) * steps:]
         weight_peepholes = torch.cat([weight_peephole_o, weight_peephole_if])
         grad_preactivations = hs.new_empty((steps, batch, 4 * hidden, *grid))
         grad_peepholes = hs.new_empty((steps, batch, 3 * hidden, *grid))  # of each step's convolution over C_t
