@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt -e '.[dev,cli]'
+	$(PIP) install --quiet -c constraints.txt -e '.[dev,cli,export]'
 	touch $@
 
 demo: $(VENV)/.installed

@@ -6,16 +6,20 @@ from restaurant_action.data.datamodules import ClipDataModule, FrameDataModule, 
 from restaurant_action.data.synthetic import make_synthetic_dataset
 from restaurant_action.data.video import open_video
 from restaurant_action.errors import DatasetError, VideoDecodeError
+from restaurant_action.export import export
+from restaurant_action.inference.checkpoint import CheckpointError
 from restaurant_action.lightning.recurrent_yolo import ConvLSTMYOLOModule
 from restaurant_action.lightning.yowo import YOWOModule
 from restaurant_action.lightning.yolov3 import YOLOv3Module
 from restaurant_action.metrics import ClassificationAccuracy, FrameMAP, LocalizationRecall, VideoMAP
 from restaurant_action.models.convlstm import ConvLSTM
+from restaurant_action.predict import VideoPredictor
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActionAnnotations",
+    "CheckpointError",
     "ClassificationAccuracy",
     "ClipDataModule",
     "ConvLSTM",
@@ -27,8 +31,10 @@ __all__ = [
     "SequenceDataModule",
     "VideoDecodeError",
     "VideoMAP",
+    "VideoPredictor",
     "YOLOv3Module",
     "YOWOModule",
+    "export",
     "kmeans_anchors",
     "make_synthetic_dataset",
     "open_video",

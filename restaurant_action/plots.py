@@ -247,6 +247,7 @@ def draw_boxes(
     boxes: np.ndarray,
     labels: Sequence[str],
     scores: Sequence[float] | None = None,
+    color_keys: Sequence[str] | None = None,
 ) -> np.ndarray:
     """A copy of ``frame`` with ``boxes`` outlined and labelled (OpenCV).
 
@@ -255,6 +256,8 @@ def draw_boxes(
         boxes: ``(K, 4)`` absolute xyxy pixels.
         labels: ``(K,)`` text per box (e.g. the class name); the colour follows the text.
         scores: ``(K,)`` optional, appended to the text as ``0.87``.
+        color_keys: ``(K,)`` optional texts the colours follow instead of ``labels`` (e.g. the
+            action of a label that also names a track).
 
     Returns:
         ``(H, W, 3)`` uint8 RGB, a new array.
@@ -269,8 +272,9 @@ def draw_boxes(
     height, width = canvas.shape[:2]
     thickness = max(1, round(min(height, width) / 240))
     font_scale = max(0.35, min(height, width) / 900)
+    keys = labels if color_keys is None else color_keys
     for index, (box, label) in enumerate(zip(boxes, labels)):
-        color = _color(str(label))
+        color = _color(str(keys[index]))
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
         text = str(label) if scores is None else f"{label} {float(scores[index]):.2f}"

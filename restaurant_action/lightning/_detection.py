@@ -15,6 +15,8 @@ from torch import Tensor
 from restaurant_action.metrics import FrameMAP
 
 OPTIMIZERS = ("sgd", "adamw")
+INFERENCE_KEY = "restaurant_action"
+"""Checkpoint entry holding what prediction needs besides the weights (``DetectionModule.inference_settings``)."""
 
 
 def targets_per_image(targets: Tensor, batch_size: int) -> list[dict[str, Tensor]]:
@@ -103,6 +105,7 @@ class DetectionModule(pl.LightningModule):
         self.val_map = FrameMAP(num_classes, class_ranking=class_ranking)
         self.test_map = FrameMAP(num_classes, class_ranking=class_ranking)
         self.last_metrics: dict[str, Any] = {}
+        self.inference_settings: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ to provide
     def detect(self, batch: Mapping[str, Any]) -> list[dict[str, Tensor]]:
@@ -111,14 +114,34 @@ class DetectionModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ checks
     def setup(self, stage: str) -> None:
-        """Check the datamodule agrees with the model (class count)."""
+        """Check the datamodule agrees with the model (class count) and note the image size and
+        frame stride it serves, for the checkpoint (``inference_settings``)."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is not None and hasattr(datamodule, "num_classes") and datamodule.num_classes != self.num_classes:
+        if datamodule is None:
+            return
+        if hasattr(datamodule, "num_classes") and datamodule.num_classes != self.num_classes:
             raise ValueError(
                 f"the model predicts {self.num_classes} classes but the datamodule's dataset "
                 f"({getattr(datamodule, 'root', '?')}) has {datamodule.num_classes}; build the model with "
                 "num_classes=dm.num_classes"
             )
+        if hasattr(datamodule, "image_size"):
+            # A sequence datamodule's frame_step and a clip datamodule's frame_stride are the
+            # same thing to a predictor: frames the model saw one after the other are this far apart.
+            stride = getattr(datamodule, "frame_stride", getattr(datamodule, "frame_step", 1))
+            self.inference_settings = {"image_size": int(datamodule.image_size), "frame_stride": int(stride)}
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record what a predictor needs besides the weights: the module's class, the class names
+        and, when the module was fitted through a datamodule, its image size and frame stride."""
+        checkpoint[INFERENCE_KEY] = {"kind": type(self).__name__, "class_names": list(self.class_names),
+                                     **self.inference_settings}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the recorded image size and frame stride, so a re-saved checkpoint has them too."""
+        recorded = checkpoint.get(INFERENCE_KEY, {})
+        self.inference_settings = {k: recorded[k] for k in ("image_size", "frame_stride") if k in recorded}
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, metric: FrameMAP, batch: Mapping[str, Any]) -> None:

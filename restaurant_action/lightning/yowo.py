@@ -440,8 +440,11 @@ class YOWOModule(DetectionModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the 2D passthrough order (an official YOWO start switches it; it has no parameters)."""
+        """The predictor's settings (base) and the 2D passthrough order (an official YOWO start
+        switches it; it has no parameters)."""
+        super().on_save_checkpoint(checkpoint)
         checkpoint[PASSTHROUGH_CHECKPOINT_KEY] = self.network.passthrough_order
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.network.set_passthrough_order(checkpoint.get(PASSTHROUGH_CHECKPOINT_KEY, "darknet"))

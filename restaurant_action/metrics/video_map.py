@@ -124,12 +124,27 @@ def link_tubes(
     Returns:
         The tubes, by class, then by first frame.
     """
+    return link_tubes_with_members(frames, boxes, scores, labels, link_iou_threshold, max_gap, video)[0]
+
+
+def link_tubes_with_members(
+    frames: Tensor | np.ndarray,
+    boxes: Tensor | np.ndarray,
+    scores: Tensor | np.ndarray,
+    labels: Tensor | np.ndarray,
+    link_iou_threshold: float = DEFAULT_LINK_IOU,
+    max_gap: int = DEFAULT_MAX_GAP,
+    video: int = 0,
+) -> tuple[list[ActionTube], list[np.ndarray]]:
+    """:func:`link_tubes`, and for each tube the indices of the detections it holds (``(L,)``
+    int64 into the inputs, in frame order): what ties a drawn box to its tube's id."""
     frames = np.asarray(frames, np.int64).reshape(-1)
     boxes_tensor = torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4)
     scores = np.asarray(scores, np.float32).reshape(-1)
     labels = np.asarray(labels, np.int64).reshape(-1)
     members = _link(frames, boxes_tensor, scores, labels, link_iou_threshold, max_gap)
-    return [ActionTube(int(labels[m[0]]), frames[m], boxes_tensor[torch.from_numpy(m)].numpy(), scores[m], video) for m in members]
+    tubes = [ActionTube(int(labels[m[0]]), frames[m], boxes_tensor[torch.from_numpy(m)].numpy(), scores[m], video) for m in members]
+    return tubes, members
 
 
 def spatiotemporal_iou(detected: ActionTube, ground_truth: ActionTube) -> float:

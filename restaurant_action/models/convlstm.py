@@ -161,7 +161,7 @@ class ConvLSTMCell(nn.Module):
         through :meth:`recurrence`. The fused loop computes in the X part's dtype (under
         autocast, the dtype its convolution produced).
         """
-        if self.norm is not None:
+        if self.norm is not None or _tracing():
             outputs = []
             for x_t in x_preactivations.unbind(1):
                 state = self.recurrence(x_t, state, weight_h, h_mask)
@@ -195,6 +195,13 @@ class ConvLSTMCell(nn.Module):
             _check_cell_state(state, (x.shape[0], self.hidden_channels, *x.shape[2:]), "state")
             h, c = self._update(self.conv_xh(torch.cat([x, state[0]], dim=1)), state[1])
         return h, (h, c)
+
+
+def _tracing() -> bool:
+    """Whether an exporter traces the model: the fused loop is an autograd ``Function`` that
+    neither ``torch.export`` nor TorchScript tracing records, so they get the step-by-step loop
+    (the same equation)."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
 
 
 def _cell_update(

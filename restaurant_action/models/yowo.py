@@ -382,7 +382,7 @@ class YOWO(nn.Module):
 
 def box_rois(boxes: Tensor) -> Tensor:
     """``boxes (B, P, 4)`` as RoIAlign's ``rois (B·P, 5)`` ``[batch index, x1, y1, x2, y2]``."""
-    image_index = torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)
+    image_index = torch.arange(boxes.shape[0], device=boxes.device, dtype=boxes.dtype)
     return torch.cat([image_index.view(-1, 1, 1).expand(-1, boxes.shape[1], 1), boxes], dim=2).flatten(0, 1)
 
 
