@@ -1,5 +1,5 @@
-"""``restaurant-action``: training (fit, validate, test through LightningCLI) and data commands
-(synth, stats, anchors, import, evaluate).
+"""``restaurant-action``: training (fit, validate, test through LightningCLI), data commands
+(synth, stats, anchors, import, evaluate) and the path to answers (predict, export).
 
 The CLI is the user-facing layer, so it writes its results to standard output; the library
 underneath only logs.
@@ -82,7 +82,46 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     sys.stdout.write(f"report written to {path}\n")
 
 
+def _source(text: str) -> str | int:
+    """A predict source: a camera index for a bare number, else a path or URL."""
+    return int(text) if text.isdigit() else text
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from restaurant_action.predict import VideoPredictor
+
+    options = {"every": args.every, "batch_size": args.batch_size, "display_threshold": args.display_threshold}
+    if args.score_threshold is not None:
+        options["score_threshold"] = args.score_threshold
+    if args.ckpt.suffix in (".onnx", ".pt"):
+        predictor = VideoPredictor.from_export(args.ckpt, args.device, **options)
+    else:
+        predictor = VideoPredictor.from_checkpoint(args.ckpt, args.device, backend=args.backend,
+                                                   export_path=args.out / f"model{'.onnx' if args.backend == 'onnx' else '.pt'}"
+                                                   if args.backend != "eager" else None, **options)
+    result = predictor.predict(_source(args.source), args.out, video=not args.no_video, video_name=args.video_name,
+                               live=True if args.live else None)
+    sys.stdout.write(
+        f"{result.frames} frames ({result.predicted} predicted, {result.dropped} dropped) in {result.seconds:.1f} s, "
+        f"{len(result.tubes)} action tubes\n"
+        f"detections: {result.detections_json}\ntubes:      {result.tubes_csv}\n"
+        + (f"video:      {result.video}\n" if result.video is not None else "")
+    )
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from restaurant_action.export import export
+
+    path = export(args.ckpt, args.out, args.format, image_size=args.image_size, frame_stride=args.frame_stride)
+    sys.stdout.write(f"wrote {path}\n")
+
+
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
+LIGHTNING_EXAMPLES = {
+    "fit": "example:\n  restaurant-action fit --config configs/yolov3.yaml --trainer.max_epochs 30",
+    "validate": "example:\n  restaurant-action validate --config configs/yolov3.yaml --ckpt_path runs/yolov3.ckpt",
+    "test": "example:\n  restaurant-action test --config configs/yowo_ucf24.yaml --ckpt_path runs/yowo.ckpt",
+}
 
 
 def run_lightning_cli(argv: Sequence[str] | None) -> None:
@@ -104,7 +143,14 @@ def run_lightning_cli(argv: Sequence[str] | None) -> None:
     ActionCLI(
         pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
         args=None if argv is None else list(argv), save_config_kwargs={"overwrite": True},
+        parser_kwargs={name: {"epilog": text, "formatter_class": argparse.RawDescriptionHelpFormatter}
+                       for name, text in LIGHTNING_EXAMPLES.items()},
     )
+
+
+def _example(text: str) -> dict[str, object]:
+    """``add_parser`` options that show ``text`` as the example at the end of ``--help``."""
+    return {"epilog": f"example:\n  {text}", "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    synth = commands.add_parser("synth", help="generate the synthetic restaurant dataset")
+    synth = commands.add_parser("synth", help="generate the synthetic restaurant dataset", **_example("restaurant-action synth data/synth --videos 8 --frames 900"))
     synth.add_argument("root", type=Path)
     synth.add_argument("--videos", type=int, default=8)
     synth.add_argument("--frames", type=int, default=900, help="frames per video")
@@ -127,20 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--val-videos", type=int, default=0, help="hold out the last N videos in splits.json")
     synth.set_defaults(handler=_cmd_synth)
 
-    stats = commands.add_parser("stats", help="validate a dataset and write its report (class histogram, examples)")
+    stats = commands.add_parser("stats", help="validate a dataset and write its report (class histogram, examples)",
+                                **_example("restaurant-action stats data/synth --out runs/stats"))
     stats.add_argument("root", type=Path)
     stats.add_argument("--out", type=Path, default=None, help="report folder (default ROOT/report)")
     stats.add_argument("--lenient", action="store_true", help="report bad rows and go on instead of stopping")
     stats.set_defaults(handler=_cmd_stats)
 
-    anchors = commands.add_parser("anchors", help="k-means (1 - IoU) anchors on the training boxes")
+    anchors = commands.add_parser("anchors", help="k-means (1 - IoU) anchors on the training boxes",
+                                  **_example("restaurant-action anchors data/synth -k 9 --image-size 320"))
     anchors.add_argument("root", type=Path)
     anchors.add_argument("-k", type=int, default=9)
     anchors.add_argument("--image-size", type=int, default=320)
     anchors.add_argument("--seed", type=int, default=0)
     anchors.set_defaults(handler=_cmd_anchors)
 
-    imports = commands.add_parser("import", help="convert a dataset (yowo, ava, cvat) to the canonical layout")
+    imports = commands.add_parser("import", help="convert a dataset (yowo, ava, cvat) to the canonical layout",
+                                  **_example("restaurant-action import cvat annotations.xml data/shop --video shop.mp4"))
     imports.add_argument("format", choices=("yowo", "ava", "cvat"))
     imports.add_argument("src", type=Path, help="yowo: dataset folder; ava: CSV file; cvat: XML file")
     imports.add_argument("dst", type=Path)
@@ -153,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("--copy", dest="opt_link", action="store_const", const=False, help="copy videos/frames instead of symlinking")
     imports.set_defaults(handler=_cmd_import)
 
-    evaluate = commands.add_parser("evaluate", help="score a predictions JSON against a dataset and write a report")
+    evaluate = commands.add_parser("evaluate", help="score a predictions JSON against a dataset and write a report",
+                                   **_example("restaurant-action evaluate runs/pred/detections.json data/synth --out runs/eval"))
     evaluate.add_argument("predictions", type=Path, help="predictions JSON (see docs/metrics.md)")
     evaluate.add_argument("root", type=Path, help="dataset folder")
     evaluate.add_argument("--out", type=Path, default=Path("runs/evaluation"))
@@ -161,6 +211,34 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--iou-threshold", type=float, default=0.5)
     evaluate.add_argument("--score-threshold", type=float, default=0.5)
     evaluate.set_defaults(handler=_cmd_evaluate)
+
+    predict = commands.add_parser(
+        "predict", help="detect actions in a video, frame folder, camera or stream: detections JSON, tubes CSV, annotated mp4",
+        **_example("restaurant-action predict shift.mp4 --ckpt runs/demo/yowo/yowo.ckpt --out runs/shift\n"
+                   "  restaurant-action evaluate runs/shift/detections.json data/synth --out runs/shift/eval"))
+    predict.add_argument("source", help="video file, frame folder, camera index (0) or rtsp:// / http:// URL")
+    predict.add_argument("--ckpt", type=Path, required=True, help="a checkpoint of any of the three models, or an exported .onnx/.pt")
+    predict.add_argument("--out", type=Path, required=True, help="output folder")
+    predict.add_argument("--every", type=int, default=1, help="predict every N-th frame, boxes held in between")
+    predict.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    predict.add_argument("--backend", choices=("eager", "onnx", "torchscript"), default="eager",
+                         help="run the checkpoint in PyTorch, or export it and run the export")
+    predict.add_argument("--batch-size", type=int, default=8, help="frames, clips or lanes per model run")
+    predict.add_argument("--score-threshold", type=float, default=None, help="detections kept in the JSON (default: the model's)")
+    predict.add_argument("--display-threshold", type=float, default=0.3, help="detections drawn and linked into tubes")
+    predict.add_argument("--video-name", default=None, help="name of the video in the JSON (to match a dataset's)")
+    predict.add_argument("--no-video", action="store_true", help="skip the annotated mp4")
+    predict.add_argument("--live", action="store_true", help="drop frames when the model is slower than the source")
+    predict.set_defaults(handler=_cmd_predict)
+
+    exports = commands.add_parser("export", help="export a checkpoint to ONNX (run by ONNX Runtime) or TorchScript",
+                                  **_example("restaurant-action export runs/demo/yolov3/yolov3.ckpt --format onnx --out yolov3.onnx"))
+    exports.add_argument("ckpt", type=Path, help="checkpoint of YOLOv3Module, ConvLSTMYOLOModule or YOWOModule")
+    exports.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    exports.add_argument("--out", type=Path, required=True, help="file to write")
+    exports.add_argument("--image-size", type=int, default=None, help="for a checkpoint that does not record it")
+    exports.add_argument("--frame-stride", type=int, default=None, help="for a checkpoint that does not record it")
+    exports.set_defaults(handler=_cmd_export)
 
     for name in LIGHTNING_COMMANDS:
         commands.add_parser(name, help=f"{name} a model (LightningCLI: --config cfg.yaml, --model, --data, --trainer.*)", add_help=False)
@@ -177,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.handler(args)
-    except (DatasetError, ValueError) as error:
+    except (DatasetError, ValueError, FileNotFoundError) as error:
         sys.stderr.write(f"error: {error}\n")
         return 2
     return 0

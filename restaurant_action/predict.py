@@ -36,7 +36,7 @@ from restaurant_action.inference.checkpoint import ModelSpec, checkpoint_spec, l
 from restaurant_action.inference.engines import Decoded, make_engine
 from restaurant_action.inference.outputs import DetectionsJsonWriter, Mp4Writer, annotate_frame, write_tubes_csv
 from restaurant_action.inference.runners import BACKENDS, EagerRunner, OnnxRunner, Runner, TorchScriptRunner
-from restaurant_action.inference.sources import LatestFrameReader, Source, capture_fps, is_live, iterate_frames, open_capture
+from restaurant_action.inference.sources import LatestFrameReader, Source, is_live, iterate_frames, open_capture
 from restaurant_action.metrics.video_map import DEFAULT_LINK_IOU, ActionTube, link_tubes_with_members
 from restaurant_action.models.postprocess import select_detections
 
@@ -136,8 +136,7 @@ class PredictionStream:
         """Native frames of a camera, URL or iterator (through the dropping reader when live)."""
         source = self.source
         if isinstance(source, (int, str, Path)):
-            self.fps = capture_fps(source if isinstance(source, int) else str(source))
-            frames = open_capture(source if isinstance(source, int) else str(source))
+            frames, self.fps = open_capture(source if isinstance(source, int) else str(source))
         else:
             frames = iter(source)
         reader = LatestFrameReader(frames) if self.live else None

@@ -34,8 +34,9 @@ def is_live(source: Source) -> bool:
     return True
 
 
-def open_capture(source: str | int) -> Iterator[np.ndarray]:
-    """Frames of a camera index or a stream URL (OpenCV), RGB uint8 ``(H, W, 3)``, until it ends.
+def open_capture(source: str | int) -> tuple[Iterator[np.ndarray], float]:
+    """Frames of a camera index or a stream URL (OpenCV), RGB uint8 ``(H, W, 3)``, until it ends,
+    and the frame rate it reports (30 if none).
 
     Raises:
         VideoDecodeError: the camera or stream does not open.
@@ -44,6 +45,7 @@ def open_capture(source: str | int) -> Iterator[np.ndarray]:
     if not capture.isOpened():
         what = f"camera {source}" if isinstance(source, int) else "the stream"
         raise VideoDecodeError(str(source), f"cannot open {what} (OpenCV VideoCapture failed)")
+    fps = capture.get(cv2.CAP_PROP_FPS)
 
     def frames() -> Iterator[np.ndarray]:
         try:
@@ -55,15 +57,7 @@ def open_capture(source: str | int) -> Iterator[np.ndarray]:
         finally:
             capture.release()
 
-    return frames()
-
-
-def capture_fps(source: str | int) -> float:
-    """The frame rate a camera or stream reports (30 if it reports none)."""
-    capture = cv2.VideoCapture(source)
-    fps = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
-    capture.release()
-    return float(fps) if fps and np.isfinite(fps) and fps > 0 else 30.0
+    return frames(), float(fps) if fps and np.isfinite(fps) and fps > 0 else 30.0
 
 
 class LatestFrameReader:
