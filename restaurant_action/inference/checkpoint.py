@@ -89,7 +89,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except pickle.UnpicklingError as error:
         raise CheckpointError(f"{path}: refused by a weights-only load (it holds objects other than tensors and "
                               f"plain values, which could run code): {str(error).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or another format): "
                               f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
