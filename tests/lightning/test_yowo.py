@@ -367,3 +367,26 @@ def test_a_frame_repeated_by_ddp_padding_counts_once_in_every_measure(
     for name, metric in model.frame_measures["val"].items():
         assert metric.compute().item() == pytest.approx(1.0), name
     assert model.video_map["val"].compute()["map"].item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("backbone", "freeze", "anchors"), [
+    ("shufflenetv2", "none", "kmeans"), ("mobilenetv2", "2d", "kmeans"), ("resnet18", "3d", "ucf24"), ("shufflenetv2", "both", "ucf24"),
+])
+def test_the_studys_table_2_and_3_settings_train_and_predict(synthetic_root: Path, tmp_path: Path, backbone: str, freeze: str,
+                                                              anchors: str) -> None:
+    """The smoke test of the study's Tables 2 and 3 settings (3D backbones; k-means or UCF101-24
+    anchors; frozen branches): each trains, is saved and predicts through ``VideoPredictor``.
+    Minutes of CPU cannot rank them, so the demo report does not show them."""
+    import restaurant_action as ra
+    from restaurant_action.models.yowo import UCF24_ANCHORS
+
+    dm = _datamodule(synthetic_root, frame_stride=2)
+    torch.manual_seed(0)
+    model = YOWOModule(dm.num_classes, dm.anchors(5) if anchors == "kmeans" else [[w * 64 / 224, h * 64 / 224] for w, h in UCF24_ANCHORS],
+                       **(TINY | {"backbone_3d": backbone, "width_3d": 0.25, "freeze": freeze, "class_names": dm.classes}))
+    trainer = pl.Trainer(max_steps=2, limit_val_batches=0, **QUIET)
+    trainer.fit(model, dm)
+    trainer.save_checkpoint(tmp_path / "yowo.ckpt")
+    predictor = ra.VideoPredictor.from_checkpoint(tmp_path / "yowo.ckpt", "cpu")
+    results = list(predictor.stream(synthetic_root / "videos" / "cam0_000.mp4", every=60))
+    assert predictor.spec.frame_stride == 2 and len(results) == 360 and results[-1].detections.predicted_at == 300
