@@ -104,3 +104,28 @@ def test_probe_script_trains_and_reports_the_accuracy_of_every_class(synthetic_r
     report = json.loads(result.stderr.strip().splitlines()[-1])
     assert report["step"] == 2 and set(report["val_accuracy"]) == set(classes)
     assert all(0.0 <= accuracy <= 1.0 for accuracy in report["val_accuracy"].values())
+
+
+def load_demo():
+    spec = importlib.util.spec_from_file_location("demo", EXAMPLES / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["demo"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_trains_predicts_scores_and_reports_on_a_tiny_budget(synthetic_root: Path, tmp_path: Path) -> None:
+    """The whole demo path (three models, predictions through VideoPredictor, evaluation, annotated
+    video and strip, report) on the tiny dataset with two batches an epoch: what ``make demo``
+    runs, at a budget that only shows it runs."""
+    demo = load_demo()
+    profile = demo.Profile(object_scale=1.0, yolov3_epochs=1, recurrent_epochs=1, yowo_epochs=1, minutes_cap=2.0, train_batches=2)
+    report = demo.run(synthetic_root, tmp_path / "demo", profile, "smoke")
+
+    text = report.read_text(encoding="utf-8")
+    for section in ("| YOLOv3 (", "| ConvLSTM-YOLO (", "| YOWO (", "### Table 1", "### Table 2", "### Table 3",
+                    "study: YOWO with ResNet-50 | 0.611 | 0.913", "annotated_frames.png"):
+        assert section in text
+    assert (tmp_path / "demo" / "annotated.mp4").stat().st_size > 0 and (tmp_path / "demo" / "annotated_frames.png").is_file()
+    for model in ("yolov3", "convlstm_yolo", "yowo"):
+        assert (tmp_path / "demo" / "predict" / model / "report.md").is_file()
