@@ -37,7 +37,7 @@ from restaurant_action.inference.engines import Decoded, make_engine
 from restaurant_action.inference.outputs import DetectionsJsonWriter, Mp4Writer, annotate_frame, write_tubes_csv
 from restaurant_action.inference.runners import BACKENDS, EagerRunner, OnnxRunner, Runner, TorchScriptRunner
 from restaurant_action.inference.sources import LatestFrameReader, Source, is_live, iterate_frames, open_capture
-from restaurant_action.metrics.video_map import DEFAULT_LINK_IOU, ActionTube, link_tubes_with_members
+from restaurant_action.metrics.video_map import DEFAULT_LINK_IOU, ActionTube, link_tubes
 from restaurant_action.models.postprocess import select_detections
 
 logger = logging.getLogger(__name__)
@@ -388,15 +388,14 @@ class VideoPredictor:
         scores = np.concatenate([d.scores for d in kept.values()])
         labels = np.concatenate([d.labels for d in kept.values()])
         # A gap of DEFAULT_MAX_GAP predicted frames is bridged, whatever the sparsity.
-        tubes, members = link_tubes_with_members(frames, boxes, scores, labels, self.link_iou,
-                                                 max_gap=(DEFAULT_MAX_GAP + 1) * every - 1)
-        order = sorted(range(len(tubes)), key=lambda t: (tubes[t].start, tubes[t].label))
+        tubes = link_tubes(frames, boxes, scores, labels, self.link_iou, max_gap=(DEFAULT_MAX_GAP + 1) * every - 1)
+        tubes.sort(key=lambda tube: (tube.start, tube.label))
         track_of = np.full(len(frames), -1, np.int64)
-        for track, tube in enumerate(order):
-            track_of[members[tube]] = track
+        for track, tube in enumerate(tubes):
+            track_of[tube.detections] = track
         offsets = np.cumsum([0] + [len(d.scores) for d in kept.values()])
         tracks = {f: track_of[offsets[k]:offsets[k + 1]] for k, f in enumerate(kept)}
-        return [tubes[t] for t in order], tracks
+        return tubes, tracks
 
     def _draw(self, replay: VideoSource, shown: list[tuple[int, int]], kept: dict[int, Detections],
               tracks: dict[int, np.ndarray], path: Path, fps: float, positional: bool) -> Path:

@@ -159,7 +159,7 @@ def recurrent_lanes(frame_stride: int, every: int) -> int:
                      f"or a multiple of {frame_stride}")
 
 
-class RecurrentEngine:
+class RecurrentEngine(FrameEngine):
     """ConvLSTM-YOLO: predicted frames dealt to interleaved lanes, the state carried per lane.
 
     Args:
@@ -168,34 +168,13 @@ class RecurrentEngine:
     """
 
     def __init__(self, runner: Runner, spec: ModelSpec, every: int = 1, batch_size: int = 8) -> None:
-        self.runner, self.every = runner, every
         self.lanes = recurrent_lanes(spec.frame_stride, every)
         self.rounds = max(1, batch_size // self.lanes)
+        super().__init__(runner, spec, every, self.rounds * self.lanes)
         self.state = runner.initial_state(self.lanes)
-        self._indices: list[int] = []
-        self._images: list[Tensor] = []
-
-    def wants(self, index: int) -> bool:
-        """Whether frame ``index`` must be decoded."""
-        return index % self.every == 0
-
-    def is_predicted(self, index: int) -> bool:
-        """Whether frame ``index`` gets its own prediction."""
-        return index % self.every == 0
-
-    def push(self, index: int, image: Tensor) -> list[Decoded]:
-        """Take frame ``index``; return the rounds completed."""
-        if not self.is_predicted(index):
-            return []
-        self._indices.append(index)
-        self._images.append(image)
-        return self._run() if len(self._indices) >= self.rounds * self.lanes else []
-
-    def flush(self) -> list[Decoded]:
-        """Predict what is pending; a last, partial round is padded with copies of its last frame."""
-        return self._run() if self._indices else []
 
     def _run(self) -> list[Decoded]:
+        """Run the pending frames round by round; a last, partial round is padded with copies of its last frame."""
         indices, images = self._indices, self._images
         self._indices, self._images = [], []
         out = []

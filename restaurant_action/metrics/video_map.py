@@ -67,6 +67,9 @@ class ActionTube:
         boxes: ``(L, 4)`` float32 absolute xyxy, one per frame.
         scores: ``(L,)`` float32 box scores (1 for ground truth).
         video: the video's id.
+        detections: ``(L,)`` int64, for a tube made by :func:`link_tubes`, the index of each of
+            its boxes among the detections linked (what ties a drawn box to its tube); ``None``
+            otherwise.
     """
 
     label: int
@@ -74,6 +77,7 @@ class ActionTube:
     boxes: np.ndarray
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     video: int = 0
+    detections: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.frames = np.asarray(self.frames, np.int64).reshape(-1)
@@ -124,27 +128,13 @@ def link_tubes(
     Returns:
         The tubes, by class, then by first frame.
     """
-    return link_tubes_with_members(frames, boxes, scores, labels, link_iou_threshold, max_gap, video)[0]
-
-
-def link_tubes_with_members(
-    frames: Tensor | np.ndarray,
-    boxes: Tensor | np.ndarray,
-    scores: Tensor | np.ndarray,
-    labels: Tensor | np.ndarray,
-    link_iou_threshold: float = DEFAULT_LINK_IOU,
-    max_gap: int = DEFAULT_MAX_GAP,
-    video: int = 0,
-) -> tuple[list[ActionTube], list[np.ndarray]]:
-    """:func:`link_tubes`, and for each tube the indices of the detections it holds (``(L,)``
-    int64 into the inputs, in frame order): what ties a drawn box to its tube's id."""
     frames = np.asarray(frames, np.int64).reshape(-1)
     boxes_tensor = torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4)
     scores = np.asarray(scores, np.float32).reshape(-1)
     labels = np.asarray(labels, np.int64).reshape(-1)
     members = _link(frames, boxes_tensor, scores, labels, link_iou_threshold, max_gap)
-    tubes = [ActionTube(int(labels[m[0]]), frames[m], boxes_tensor[torch.from_numpy(m)].numpy(), scores[m], video) for m in members]
-    return tubes, members
+    return [ActionTube(int(labels[m[0]]), frames[m], boxes_tensor[torch.from_numpy(m)].numpy(), scores[m], video, m)
+            for m in members]
 
 
 def spatiotemporal_iou(detected: ActionTube, ground_truth: ActionTube) -> float:
