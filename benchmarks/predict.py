@@ -7,12 +7,14 @@ For each model kind (tiny widths, 128 px, CPU, one torch thread):
   (2) YOWO only: the predictor's sliding window (every frame decoded and preprocessed once) against
       the baseline that decodes and preprocesses the clip of every key frame afresh (what a
       per-key-frame dataset does), for the demo's clips (4 frames, every 4th) and YOWO's own
-      (16 consecutive frames);
+      (16 consecutive frames), at 320×180 and 1280×720: end to end, and the input side alone
+      (decode, letterbox, clip gathering; no model);
   (3) peak RSS of a fresh process predicting 1 and 10 minutes of video with every output,
       annotated mp4 included (goal: within 10%).
 
 Run: ``.venv/bin/python benchmarks/predict.py [--minutes 1 --long-minutes 10]``. Prints markdown
 tables and the ratios: window reuse ≥ 5× the baseline, peak RSS 10 min / 1 min ≤ 1.10.
+Sections: ``--sections speed,window,memory`` (all by default).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import restaurant_action as ra
 from restaurant_action.export import export_network, inference_network
 from restaurant_action.inference.checkpoint import ModelSpec
 from restaurant_action.inference.runners import EagerRunner, OnnxRunner
+from restaurant_action.inference.sources import iterate_frames
 from restaurant_action.models.postprocess import select_detections
 from restaurant_action.predict import VideoPredictor
 
@@ -83,9 +86,10 @@ def fps_of(predictor: VideoPredictor, video: Path, out: Path) -> float:
     return result.frames / (time.perf_counter() - start)
 
 
-def rereading_fps(network: torch.nn.Module, spec: ModelSpec, video: Path, batch: int = 8) -> float:
-    """Baseline: for every key frame, decode its clip (a sorted, batched read) and preprocess it afresh."""
-    predictor = VideoPredictor(EagerRunner(network), spec)
+def rereading_fps(network: torch.nn.Module | None, spec: ModelSpec, video: Path, batch: int = 8) -> float:
+    """Baseline: for every key frame, decode its clip (a sorted, batched read) and preprocess it
+    afresh, then (``network`` given) run the model on batches of clips and NMS."""
+    predictor = VideoPredictor(EagerRunner(network if network is not None else torch.nn.Identity()), spec)
     native = ra.open_video(video)
     source = ra.open_video(video, predictor.content_size((native.width, native.height)))
     offsets = (np.arange(spec.clip_length) - (spec.clip_length - 1)) * spec.frame_stride
@@ -94,10 +98,27 @@ def rereading_fps(network: torch.nn.Module, spec: ModelSpec, video: Path, batch:
     for key in range(source.num_frames):
         frames = source.frames(np.maximum(key + offsets, 0))
         clips.append(torch.stack([predictor.preprocess(frame) for frame in frames]))
-        if len(clips) == batch or key == source.num_frames - 1:
+        if network is not None and (len(clips) == batch or key == source.num_frames - 1):
             boxes, objectness, class_probs = predictor.runner(torch.stack(clips).float().div_(255.0))
             select_detections(boxes, objectness, class_probs, (SIZE, SIZE))
+        if len(clips) == batch:
             clips = []
+    return source.num_frames / (time.perf_counter() - start)
+
+
+def window_input_fps(spec: ModelSpec, video: Path) -> float:
+    """The predictor's input side alone: each frame decoded (in chunks) and preprocessed once, then
+    every key frame's clip gathered from the window, as ``ClipEngine`` does."""
+    predictor = VideoPredictor(EagerRunner(torch.nn.Identity()), spec)
+    native = ra.open_video(video)
+    source = ra.open_video(video, predictor.content_size((native.width, native.height)))
+    window: dict[int, torch.Tensor] = {}
+    span = (spec.clip_length - 1) * spec.frame_stride
+    start = time.perf_counter()
+    for index, frame in iterate_frames(source, lambda index: True):
+        window[index] = predictor.preprocess(frame)
+        window.pop(index - span - 1, None)
+        torch.stack([window[max(index - (spec.clip_length - 1 - j) * spec.frame_stride, 0)] for j in range(spec.clip_length)])
     return source.num_frames / (time.perf_counter() - start)
 
 
@@ -122,36 +143,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=1.0, help="length of the speed video")
     parser.add_argument("--long-minutes", type=float, default=10.0, help="length of the long video for peak RSS")
+    parser.add_argument("--sections", default="speed,window,memory", help="which tables to measure")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     torch.set_num_threads(1)
     folder = Path(tempfile.mkdtemp(prefix="bench_predict_"))
     video = write_video(folder / "minute.mp4", args.minutes * 60)
     print(f"torch {torch.__version__}, 1 thread; {args.minutes:g} min of 320×180 H.264 at 30 frames/s, models at {SIZE} px\n")
 
-    print("| model | eager frames/s | ONNX Runtime frames/s | ONNX / eager |")
-    print("|---|---:|---:|---:|")
-    for kind, label in (("YOLOv3Module", "YOLOv3"), ("ConvLSTMYOLOModule", "ConvLSTM-YOLO"), ("YOWOModule", "YOWO + RoI + refiner")):
-        network, spec = build(kind)
-        eager = fps_of(VideoPredictor(EagerRunner(network), spec), video, folder / "eager")
-        onnx_path = export_network(network, spec, folder / f"{kind}.onnx")
-        onnx = fps_of(VideoPredictor(OnnxRunner(onnx_path, threads=1), spec), video, folder / "onnx")
-        print(f"| {label} | {eager:.0f} | {onnx:.0f} | {onnx / eager:.2f}× |")
+    if "speed" in sections:
+        print("| model | eager frames/s | ONNX Runtime frames/s | ONNX / eager |")
+        print("|---|---:|---:|---:|")
+        for kind, label in (("YOLOv3Module", "YOLOv3"), ("ConvLSTMYOLOModule", "ConvLSTM-YOLO"), ("YOWOModule", "YOWO + RoI + refiner")):
+            network, spec = build(kind)
+            eager = fps_of(VideoPredictor(EagerRunner(network), spec), video, folder / "eager")
+            onnx_path = export_network(network, spec, folder / f"{kind}.onnx")
+            onnx = fps_of(VideoPredictor(OnnxRunner(onnx_path, threads=1), spec), video, folder / "onnx")
+            print(f"| {label} | {eager:.0f} | {onnx:.0f} | {onnx / eager:.2f}× |")
 
-    print("\n| YOWO clip | sliding window frames/s | re-decoding every clip frames/s | window / re-decoding |")
-    print("|---|---:|---:|---:|")
-    for clip_length, stride in ((4, 4), (16, 1)):
-        network, spec = build("YOWOModule", clip_length, stride)
-        window = fps_of(VideoPredictor(EagerRunner(network), spec), video, folder / "window")
-        baseline = rereading_fps(network, spec, video)
-        print(f"| {clip_length} frames, stride {stride} | {window:.0f} | {baseline:.0f} | {window / baseline:.1f}× |")
+    if "window" in sections:
+        hd = write_video(folder / "hd.mp4", 20, size=(1280, 720))
+        print("\n| video | YOWO clip | end to end: window frames/s | re-decoding frames/s | ratio "
+              "| input side only: window frames/s | re-decoding frames/s | ratio |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        for source, label in ((video, "320×180"), (hd, "1280×720, 20 s")):
+            for clip_length, stride in ((4, 4), (16, 1)):
+                network, spec = build("YOWOModule", clip_length, stride)
+                window = fps_of(VideoPredictor(EagerRunner(network), spec), source, folder / "window")
+                baseline = rereading_fps(network, spec, source)
+                window_input, baseline_input = window_input_fps(spec, source), rereading_fps(None, spec, source)
+                print(f"| {label} | {clip_length} frames, stride {stride} | {window:.0f} | {baseline:.0f} | {window / baseline:.1f}× "
+                      f"| {window_input:.0f} | {baseline_input:.0f} | {window_input / baseline_input:.1f}× |")
 
-    long_video = write_video(folder / "long.mp4", args.long_minutes * 60)
-    print(f"\n| model | peak RSS, {args.minutes:g} min (MiB) | peak RSS, {args.long_minutes:g} min (MiB) | ratio | frames/s (long) |")
-    print("|---|---:|---:|---:|---:|")
-    for kind, label in (("YOLOv3Module", "YOLOv3"), ("YOWOModule", "YOWO + RoI + refiner")):
-        short = peak_rss(kind, video, folder / "rss_short")
-        long = peak_rss(kind, long_video, folder / "rss_long")
-        print(f"| {label} | {short['rss']:.0f} | {long['rss']:.0f} | {long['rss'] / short['rss']:.3f} | {long['fps']:.0f} |")
+    if "memory" in sections:
+        long_video = write_video(folder / "long.mp4", args.long_minutes * 60)
+        print(f"\n| model | peak RSS, {args.minutes:g} min (MiB) | peak RSS, {args.long_minutes:g} min (MiB) | ratio "
+              "| frames/s (long) |")
+        print("|---|---:|---:|---:|---:|")
+        for kind, label in (("YOLOv3Module", "YOLOv3"), ("YOWOModule", "YOWO + RoI + refiner")):
+            short = peak_rss(kind, video, folder / "rss_short")
+            long = peak_rss(kind, long_video, folder / "rss_long")
+            print(f"| {label} | {short['rss']:.0f} | {long['rss']:.0f} | {long['rss'] / short['rss']:.3f} | {long['fps']:.0f} |")
 
 
 if __name__ == "__main__":
