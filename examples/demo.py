@@ -190,6 +190,7 @@ def write_report(out: Path, dataset_page: Path, models: dict[str, dict[str, Any]
     motion = [name for name in MOTION if name in classes]
     figure = plot_ap_comparison({name: model["ap"] for name, model in models.items()}, classes, out / "ap_comparison.png",
                                 marked=motion, title="AP per class on the held-out videos")
+
     yolov3, yowo = models["YOLOv3"], models["YOWO"]
     # The Δ column is the last column's gain over the first: YOWO's over YOLOv3's, both here.
     table1 = {"YOLOv3, here": yolov3["ap"],
@@ -213,7 +214,7 @@ def write_report(out: Path, dataset_page: Path, models: dict[str, dict[str, Any]
         f"the four actions appearance tells apart; motion-only pairs: the four actions of the two pairs that only the "
         f"direction of the motion tells apart (★ below).\n\n"
         + headline
-        + f"\n![AP per class](ap_comparison.png)\n\n"
+        + f"\n![AP per class]({figure.name})\n\n"
         f"## What the best model ({best}) sees\n\n"
         f"[annotated.mp4](annotated.mp4): boxes in the colour of their action, `#track action score` (tubes linked "
         f"by video-mAP's linker), at the source's 30 frames/s. Frames of it:\n\n"
