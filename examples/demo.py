@@ -65,6 +65,7 @@ STUDY_TABLE2 = {"YOWO with ResNet-50": (0.611, 0.913), "YOWO with ResNet-18": (0
                 "ResNeXt-101 without custom anchors": (0.571, 0.921)}
 STUDY_TABLE3 = {"freeze 2D and 3D": (0.5337, 0.9302), "custom anchors + freeze 2D and 3D": (0.5616, 0.9363),
                 "custom anchors + fine-tune 2D and 3D": (0.5833, 0.9437)}
+SYNTHETIC_FILES = {"annotations.csv", "annotated_ranges.csv", "classes.txt", "splits.json", "videos"}
 MEASURES = ("frame mAP", "appearance", "motion-only pairs", "loc. recall", "cls. accuracy")
 
 
@@ -257,6 +258,11 @@ def run(root: Path, out: Path, profile: Profile, profile_name: str) -> Path:
                         profile_name, (time.perf_counter() - start) / 60)
 
 
+def _generated(path: Path) -> bool:
+    """Whether ``path`` (in a dataset folder) is one the synthetic generator or this demo writes."""
+    return path.name in SYNTHETIC_FILES or path.name.startswith("demo_object_scale_")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=Path("data/synth"), help="demo dataset folder")
@@ -271,7 +277,9 @@ def main() -> None:
     profile = PROFILES[profile_name]
     root = args.root if profile_name == "quick" else args.root.with_name(args.root.name + "_full")
     marker = root / f"demo_object_scale_{profile.object_scale:g}"
-    if not marker.exists():  # a dataset of an older demo has other actions and sizes
+    if not marker.exists():  # a dataset of an older demo has other actions and sizes: replace it, nothing else
+        if root.exists() and any(not _generated(path) for path in root.iterdir()):
+            raise SystemExit(f"{root} holds files the synthetic generator does not write; pass another --root")
         shutil.rmtree(root, ignore_errors=True)
         ra.make_synthetic_dataset(root, num_videos=10, frames_per_video=900, size=(160, 90), object_scale=profile.object_scale,
                                   seed=1, actions=APPEARANCE + MOTION, long_tail=False, val_videos=2)
