@@ -157,9 +157,9 @@ class ConvLSTMCell(nn.Module):
         every step ``(B, T, hidden, H, W)`` and the last ``(h, c)``.
 
         Without a gate norm the loop runs as one autograd node (``_FusedSequence``: two
-        convolutions per step, weight gradients batched over the steps); with one, step by step
-        through :meth:`recurrence`. The fused loop computes in the X part's dtype (under
-        autocast, the dtype its convolution produced).
+        convolutions per step, weight gradients batched over the steps); with one, or while an
+        exporter traces the model, step by step through :meth:`recurrence`. The fused loop
+        computes in the X part's dtype (under autocast, the dtype its convolution produced).
         """
         if self.norm is not None or _tracing():
             outputs = []
