@@ -34,6 +34,7 @@ import torch
 import restaurant_action as ra
 from restaurant_action.export import export_network, inference_network
 from restaurant_action.inference.checkpoint import ModelSpec
+from restaurant_action.inference.engines import ClipEngine
 from restaurant_action.inference.runners import EagerRunner, OnnxRunner
 from restaurant_action.inference.sources import iterate_frames
 from restaurant_action.models.postprocess import select_detections
@@ -92,11 +93,11 @@ def rereading_fps(network: torch.nn.Module | None, spec: ModelSpec, video: Path,
     predictor = VideoPredictor(EagerRunner(network if network is not None else torch.nn.Identity()), spec)
     native = ra.open_video(video)
     source = ra.open_video(video, predictor.content_size((native.width, native.height)))
-    offsets = (np.arange(spec.clip_length) - (spec.clip_length - 1)) * spec.frame_stride
+    clip_indices = ClipEngine(predictor.runner, spec).clip_indices
     start = time.perf_counter()
     clips = []
     for key in range(source.num_frames):
-        frames = source.frames(np.maximum(key + offsets, 0))
+        frames = source.frames(clip_indices(key))
         clips.append(torch.stack([predictor.preprocess(frame) for frame in frames]))
         if network is not None and (len(clips) == batch or key == source.num_frames - 1):
             boxes, objectness, class_probs = predictor.runner(torch.stack(clips).float().div_(255.0))
@@ -113,12 +114,12 @@ def window_input_fps(spec: ModelSpec, video: Path) -> float:
     native = ra.open_video(video)
     source = ra.open_video(video, predictor.content_size((native.width, native.height)))
     window: dict[int, torch.Tensor] = {}
-    span = (spec.clip_length - 1) * spec.frame_stride
+    engine = ClipEngine(predictor.runner, spec)
     start = time.perf_counter()
     for index, frame in iterate_frames(source, lambda index: True):
         window[index] = predictor.preprocess(frame)
-        window.pop(index - span - 1, None)
-        torch.stack([window[max(index - (spec.clip_length - 1 - j) * spec.frame_stride, 0)] for j in range(spec.clip_length)])
+        window.pop(index - engine.span - 1, None)
+        torch.stack([window[i] for i in engine.clip_indices(index)])
     return source.num_frames / (time.perf_counter() - start)
 
 

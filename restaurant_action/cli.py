@@ -96,9 +96,9 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     if args.ckpt.suffix in (".onnx", ".pt"):
         predictor = VideoPredictor.from_export(args.ckpt, args.device, **options)
     else:
-        predictor = VideoPredictor.from_checkpoint(args.ckpt, args.device, backend=args.backend,
-                                                   export_path=args.out / f"model{'.onnx' if args.backend == 'onnx' else '.pt'}"
-                                                   if args.backend != "eager" else None, **options)
+        export_path = {"eager": None, "onnx": args.out / "model.onnx", "torchscript": args.out / "model.pt"}[args.backend]
+        predictor = VideoPredictor.from_checkpoint(args.ckpt, args.device, backend=args.backend, export_path=export_path,
+                                                   **options)
     result = predictor.predict(_source(args.source), args.out, video=not args.no_video, video_name=args.video_name,
                                live=True if args.live else None)
     sys.stdout.write(

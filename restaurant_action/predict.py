@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from restaurant_action.data.annotations import DEFAULT_MAX_GAP
-from restaurant_action.data.datasets import letterbox_scale, letterbox_to_frame
+from restaurant_action.data.datasets import letterbox_content_size, letterbox_to_frame
 from restaurant_action.data.transforms import ClipTransform
 from restaurant_action.data.video import VideoSource, open_video
 from restaurant_action.export import export_network, inference_network
@@ -125,6 +125,7 @@ class PredictionStream:
         self.fps = DEFAULT_FPS
         self.num_frames: int | None = None
         self.most_frames_in_flight = 0
+        self._last = Detections.empty()  # the latest prediction, shown by the frames after it
 
     # ------------------------------------------------------------------ frames in
     def _file_frames(self, path: Path, wanted: Callable[[int], bool]) -> Iterator[tuple[int, np.ndarray | None]]:
@@ -168,7 +169,6 @@ class PredictionStream:
         replayable = not self.live and isinstance(self.source, (str, Path)) and not is_live(self.source)
         frames = self._file_frames(Path(self.source), engine.wants) if replayable else self._live_frames(engine.wants)
         waiting: deque[int] = deque()  # frames read whose result is not out yet
-        last = Detections.empty()
         bar = tqdm(total=None, unit="frame", desc="predict", disable=not (self.progress and sys.stdout.isatty()))
         try:
             for index, frame in frames:
@@ -178,26 +178,24 @@ class PredictionStream:
                 if frame is not None and engine.wants(index):
                     decoded = engine.push(index, predictor.preprocess(frame))
                 self.most_frames_in_flight = max(self.most_frames_in_flight, len(waiting))
-                for frame_index, detections in self._detections(decoded):
-                    while waiting[0] != frame_index:
-                        yield FrameResult(waiting.popleft(), last)
-                    yield FrameResult(waiting.popleft(), detections)
-                    last = detections
+                yield from self._release(decoded, waiting)
                 bar.update(1)
-            for frame_index, detections in self._detections(engine.flush()):
-                while waiting[0] != frame_index:
-                    yield FrameResult(waiting.popleft(), last)
-                yield FrameResult(waiting.popleft(), detections)
-                last = detections
+            yield from self._release(engine.flush(), waiting)
             while waiting:
-                yield FrameResult(waiting.popleft(), last)
+                yield FrameResult(waiting.popleft(), self._last)
         finally:
             bar.close()
 
-    def _detections(self, decoded: list[Decoded]) -> Iterator[tuple[int, Detections]]:
+    def _release(self, decoded: list[Decoded], waiting: deque[int]) -> Iterator[FrameResult]:
+        """Results up to the last predicted frame of ``decoded``: the frames waiting before a
+        predicted one hold the prediction before them."""
         for batch in decoded:
             self.predicted += len(batch.frame_indices)
-            yield from zip(batch.frame_indices, self.predictor.select(batch, self.frame_size))
+            for frame_index, detections in zip(batch.frame_indices, self.predictor.select(batch, self.frame_size)):
+                while waiting[0] != frame_index:
+                    yield FrameResult(waiting.popleft(), self._last)
+                yield FrameResult(waiting.popleft(), detections)
+                self._last = detections
 
 
 def _check_frame(frame: Any, index: int) -> np.ndarray:
@@ -283,8 +281,7 @@ class VideoPredictor:
     # ------------------------------------------------------------------ frames to detections
     def content_size(self, frame_size: tuple[int, int]) -> tuple[int, int]:
         """``(W, H)`` of a ``frame_size`` frame resized to fit the model's square input (the letterbox's content)."""
-        scale = letterbox_scale(frame_size[0], frame_size[1], (self.spec.image_size, self.spec.image_size))
-        return max(1, round(frame_size[0] * scale)), max(1, round(frame_size[1] * scale))
+        return letterbox_content_size(frame_size[0], frame_size[1], (self.spec.image_size, self.spec.image_size))
 
     def preprocess(self, frame: np.ndarray) -> torch.Tensor:
         """RGB uint8 ``(H, W, 3)`` (native, or already at the content size) → letterboxed uint8 ``(3, S, S)``."""

@@ -34,6 +34,13 @@ def letterbox_scale(width: int, height: int, image_size: tuple[int, int]) -> flo
     return min(image_size[0] / width, image_size[1] / height)
 
 
+def letterbox_content_size(width: int, height: int, image_size: tuple[int, int]) -> tuple[int, int]:
+    """``(W, H)`` of a ``width``×``height`` frame resized into ``image_size`` ``(W, H)`` keeping its
+    aspect: the letterbox's content, what the decoders resize to."""
+    scale = letterbox_scale(width, height, image_size)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def letterbox_to_frame(boxes: np.ndarray, frame_size: tuple[int, int], image_size: tuple[int, int]) -> np.ndarray:
     """Map boxes from a letterboxed image back to the original frame.
 
@@ -47,8 +54,9 @@ def letterbox_to_frame(boxes: np.ndarray, frame_size: tuple[int, int], image_siz
     """
     width, height = frame_size
     scale = letterbox_scale(width, height, image_size)
-    pad_x = (image_size[0] - max(1, round(width * scale))) // 2
-    pad_y = (image_size[1] - max(1, round(height * scale))) // 2
+    content_width, content_height = letterbox_content_size(width, height, image_size)
+    pad_x = (image_size[0] - content_width) // 2
+    pad_y = (image_size[1] - content_height) // 2
     out = (np.asarray(boxes, np.float64).reshape(-1, 4) - [pad_x, pad_y, pad_x, pad_y]) / scale
     out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
     out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
@@ -80,8 +88,7 @@ class _VideoFrames:
     def source(self, video: str) -> VideoSource:
         if video not in self._sources:
             info = self.annotations.videos[video]
-            scale = self.scale(video)
-            size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
+            size = letterbox_content_size(info.width, info.height, self.image_size)
             self._sources[video] = open_video(
                 info.path, size, self.decode_threads, self.cache_dir, fps=info.fps, fill_frames=self.wanted.get(video)
             )
