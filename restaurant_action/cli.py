@@ -90,7 +90,8 @@ def _source(text: str) -> str | int:
 def _cmd_predict(args: argparse.Namespace) -> None:
     from restaurant_action.predict import VideoPredictor
 
-    options = {"every": args.every, "batch_size": args.batch_size, "display_threshold": args.display_threshold}
+    options = {"every": args.every, "batch_size": args.batch_size, "display_threshold": args.display_threshold,
+               "video_backend": args.video_backend}
     if args.score_threshold is not None:
         options["score_threshold"] = args.score_threshold
     if args.ckpt.suffix in (".onnx", ".pt"):
@@ -224,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--backend", choices=("eager", "onnx", "torchscript"), default="eager",
                          help="run the checkpoint in PyTorch, or export it and run the export")
     predict.add_argument("--batch-size", type=int, default=8, help="frames, clips or lanes per model run")
+    predict.add_argument("--video-backend", choices=("auto", "pyav", "decord", "torchcodec"), default="auto",
+                         help="decoder of video files (auto: the fastest frame-exact one installed)")
     predict.add_argument("--score-threshold", type=float, default=None, help="detections kept in the JSON (default: the model's)")
     predict.add_argument("--display-threshold", type=float, default=0.3, help="detections drawn and linked into tubes")
     predict.add_argument("--video-name", default=None, help="name of the video in the JSON (to match a dataset's)")

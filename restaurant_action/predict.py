@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from restaurant_action.data.annotations import DEFAULT_MAX_GAP
 from restaurant_action.data.datasets import letterbox_content_size, letterbox_to_frame
 from restaurant_action.data.transforms import ClipTransform
-from restaurant_action.data.video import VideoSource, open_video
+from restaurant_action.data.video import VideoSource, open_video, resolve_backend
 from restaurant_action.export import export_network, inference_network
 from restaurant_action.inference.checkpoint import ModelSpec, checkpoint_spec, load_module, read_checkpoint
 from restaurant_action.inference.engines import Decoded, make_engine
@@ -130,9 +130,10 @@ class PredictionStream:
     # ------------------------------------------------------------------ frames in
     def _file_frames(self, path: Path, wanted: Callable[[int], bool]) -> Iterator[tuple[int, np.ndarray | None]]:
         """A file's or folder's frames, decoded at the letterbox size where ``wanted``."""
-        native = open_video(path)
+        backend = self.predictor.video_backend
+        native = open_video(path, backend=backend)
         self.frame_size, self.fps, self.num_frames = (native.width, native.height), native.fps, native.num_frames
-        source = open_video(path, self.predictor.content_size(self.frame_size))
+        source = open_video(path, self.predictor.content_size(self.frame_size), backend=backend)
         for index, frame in iterate_frames(source, wanted):
             self.frames += 1
             yield index, frame
@@ -218,11 +219,13 @@ class VideoPredictor:
         nms_iou, max_detections: NMS settings (``None``: the model's).
         display_threshold: detections drawn in the video and linked into tubes.
         link_iou: IoU that links a box to a tube (video-mAP's linker).
+        video_backend: decoder of video files (``open_video``'s ``backend``: ``"auto"``,
+            ``"pyav"``, ``"decord"``, ``"torchcodec"``).
     """
 
     def __init__(self, runner: Runner, spec: ModelSpec, every: int = 1, batch_size: int = 8,
                  score_threshold: float | None = None, nms_iou: float | None = None, max_detections: int | None = None,
-                 display_threshold: float = 0.3, link_iou: float = DEFAULT_LINK_IOU) -> None:
+                 display_threshold: float = 0.3, link_iou: float = DEFAULT_LINK_IOU, video_backend: str = "auto") -> None:
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.runner, self.spec, self.every, self.batch_size = runner, spec, every, batch_size
@@ -230,6 +233,7 @@ class VideoPredictor:
         self.nms_iou = spec.nms_iou if nms_iou is None else nms_iou
         self.max_detections = spec.max_detections if max_detections is None else max_detections
         self.display_threshold, self.link_iou = display_threshold, link_iou
+        self.video_backend = resolve_backend(video_backend)
         self._transform = ClipTransform(spec.image_size)
 
     # ------------------------------------------------------------------ construction
@@ -372,7 +376,7 @@ class VideoPredictor:
         video_path = None
         if video and shown:
             fps_out = stream.fps if replayable else (fps or stream.fps)
-            replay = open_video(source) if replayable else open_video(out / ".recording.mp4")
+            replay = open_video(source if replayable else out / ".recording.mp4", backend=self.video_backend)
             video_path = self._draw(replay, shown, kept, tracks, out / "annotated.mp4", fps_out, positional=not replayable)
         (out / ".recording.mp4").unlink(missing_ok=True)
         logger.info("%s: %d frames (%d predicted, %d dropped), %d tubes in %.1f s", name, stream.frames,

@@ -23,6 +23,7 @@ from restaurant_action.data.datasets import ClipDataset, FrameDataset, FrameRef,
 from restaurant_action.data.sequences import SequenceDataLoader, SequenceDataset
 from restaurant_action.data.splits import block_split, read_video_split
 from restaurant_action.data.transforms import AugmentConfig, ClipTransform
+from restaurant_action.data.video import resolve_backend
 from restaurant_action.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class VideoDataModule(pl.LightningDataModule):
             ``count(rarest class in frame) ** -p``); 0 samples uniformly.
         cache_dir: folder for the resized-frame cache (``None``: decode every epoch).
         decode_threads: decoder threads per video reader.
+        video_backend: decoder of video files: ``"auto"`` (the fastest frame-exact one
+            installed), ``"pyav"``, ``"decord"`` or ``"torchcodec"``; see ``open_video``.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class VideoDataModule(pl.LightningDataModule):
         balanced_sampling: float = 0.0,
         cache_dir: str | Path | None = None,
         decode_threads: int = 1,
+        video_backend: str = "auto",
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -91,6 +95,7 @@ class VideoDataModule(pl.LightningDataModule):
         self.balanced_sampling = balanced_sampling
         self.cache_dir = cache_dir
         self.decode_threads = decode_threads
+        self.video_backend = resolve_backend(video_backend)
         self._anchor_fits: dict[int, AnchorFit] = {}
         self.datasets: dict[str, Dataset] = {}
 
@@ -225,7 +230,10 @@ class FrameDataModule(VideoDataModule):
     """
 
     def make_dataset(self, refs: list[FrameRef], train: bool) -> FrameDataset:
-        return FrameDataset(self.annotations, refs, self.image_size, self.transform(train), self.cache_dir, self.decode_threads)
+        return FrameDataset(
+            self.annotations, refs, self.image_size, self.transform(train), self.cache_dir, self.decode_threads,
+            self.video_backend,
+        )
 
 
 class ClipDataModule(VideoDataModule):
@@ -248,7 +256,7 @@ class ClipDataModule(VideoDataModule):
     def make_dataset(self, refs: list[FrameRef], train: bool) -> ClipDataset:
         return ClipDataset(
             self.annotations, refs, self.image_size, self.clip_length, self.frame_stride,
-            self.transform(train), self.cache_dir, self.decode_threads,
+            self.transform(train), self.cache_dir, self.decode_threads, self.video_backend,
         )
 
 
@@ -272,7 +280,7 @@ class SequenceDataModule(VideoDataModule):
         frame_step: take every ``frame_step``-th frame (sparse frames).
         max_gap, padding, min_clip_frames, max_clip_frames: clip segmentation.
         **kwargs: ``num_workers``, ``val_fraction`` (of clips), ``seed``, ``augment``,
-            ``cache_dir``, ``decode_threads`` as for ``VideoDataModule``.
+            ``cache_dir``, ``decode_threads``, ``video_backend`` as for ``VideoDataModule``.
     """
 
     def __init__(
@@ -328,7 +336,7 @@ class SequenceDataModule(VideoDataModule):
         return SequenceDataset(
             self.annotations, clips, self.lanes, self.steps, self.frame_step, self.image_size,
             self.transform(train), shuffle=train, seed=self.seed, cache_dir=self.cache_dir,
-            decode_threads=self.decode_threads,
+            decode_threads=self.decode_threads, video_backend=self.video_backend,
         )
 
     def setup(self, stage: str | None = None) -> None:

@@ -73,11 +73,13 @@ class _VideoFrames:
         cache_dir: str | Path | None,
         decode_threads: int,
         wanted: dict[str, np.ndarray] | None = None,
+        video_backend: str = "auto",
     ) -> None:
         self.annotations = annotations
         self.image_size = image_size
         self.cache_dir = cache_dir
         self.decode_threads = decode_threads
+        self.video_backend = video_backend
         self.wanted = wanted or {}
         self._sources: dict[str, VideoSource] = {}
 
@@ -90,7 +92,8 @@ class _VideoFrames:
             info = self.annotations.videos[video]
             size = letterbox_content_size(info.width, info.height, self.image_size)
             self._sources[video] = open_video(
-                info.path, size, self.decode_threads, self.cache_dir, fps=info.fps, fill_frames=self.wanted.get(video)
+                info.path, size, self.decode_threads, self.cache_dir, fps=info.fps,
+                fill_frames=self.wanted.get(video), backend=self.video_backend,
             )
         return self._sources[video]
 
@@ -124,6 +127,7 @@ class FrameDataset(Dataset):
         transform: letterbox/augmentation; defaults to letterbox only.
         cache_dir: optional folder for the resized-frame cache.
         decode_threads: decoder threads per video reader.
+        video_backend: decoder of video files (``open_video``'s ``backend``).
     """
 
     def __init__(
@@ -134,12 +138,13 @@ class FrameDataset(Dataset):
         transform: ClipTransform | None = None,
         cache_dir: str | Path | None = None,
         decode_threads: int = 1,
+        video_backend: str = "auto",
     ) -> None:
         self.annotations = annotations
         self.items = list(items)
         self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         self.transform = transform or ClipTransform(self.image_size)
-        self.videos = _VideoFrames(annotations, self.image_size, cache_dir, decode_threads, self.wanted_frames())
+        self.videos = _VideoFrames(annotations, self.image_size, cache_dir, decode_threads, self.wanted_frames(), video_backend)
 
     def wanted_frames(self) -> dict[str, np.ndarray]:
         """Every frame this dataset can ask for, per video (what a frame cache should keep)."""
@@ -201,12 +206,13 @@ class ClipDataset(FrameDataset):
         transform: ClipTransform | None = None,
         cache_dir: str | Path | None = None,
         decode_threads: int = 1,
+        video_backend: str = "auto",
     ) -> None:
         if clip_length < 1 or frame_stride < 1:
             raise ValueError(f"clip_length and frame_stride must be ≥ 1, got {clip_length} and {frame_stride}")
         self.clip_length = clip_length
         self.frame_stride = frame_stride
-        super().__init__(annotations, items, image_size, transform, cache_dir, decode_threads)
+        super().__init__(annotations, items, image_size, transform, cache_dir, decode_threads, video_backend)
 
     def clip_indices(self, ref: FrameRef) -> np.ndarray:
         offsets = (np.arange(self.clip_length) - (self.clip_length - 1)) * self.frame_stride

@@ -151,7 +151,7 @@ class SequenceDataset(Dataset):
         transform: letterbox/augmentation (one draw per clip).
         shuffle: redraw the assignment and play order every epoch.
         seed: seed of assignment and augmentation.
-        cache_dir, decode_threads: as for ``FrameDataset``.
+        cache_dir, decode_threads, video_backend: as for ``FrameDataset``.
     """
 
     def __init__(
@@ -167,6 +167,7 @@ class SequenceDataset(Dataset):
         seed: int = 0,
         cache_dir: str | None = None,
         decode_threads: int = 1,
+        video_backend: str = "auto",
     ) -> None:
         if lanes < 1 or steps < 1 or frame_step < 1:
             raise ValueError(f"lanes, steps and frame_step must be ≥ 1, got {lanes}, {steps}, {frame_step}")
@@ -177,7 +178,7 @@ class SequenceDataset(Dataset):
         self.transform = transform or ClipTransform(self.image_size)
         self.shuffle, self.seed = shuffle, seed
         self.lengths = np.array([clip_steps(c.num_frames, steps, frame_step) for c in self.clips], np.int64)
-        self.videos = _VideoFrames(annotations, self.image_size, cache_dir, decode_threads)
+        self.videos = _VideoFrames(annotations, self.image_size, cache_dir, decode_threads, video_backend=video_backend)
 
     def capacity(self, world_size: int) -> int:
         """Steps per epoch on every rank."""

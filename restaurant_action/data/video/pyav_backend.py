@@ -1,0 +1,196 @@
+"""PyAV (FFmpeg's own libraries): frame-exact access by presentation timestamp.
+
+Frames are found by the timestamps of the shared ``StreamIndex``, never by counting after a
+seek, so B-frames, long GOPs and variable frame rates cannot shift an index. A request is
+served by decoding forward from the keyframe before it, or by continuing the pass already
+under way when no keyframe lies between; only the frames asked for are converted to RGB.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+import av
+import cv2
+import numpy as np
+
+from restaurant_action.data.video.base import FileVideo, first_line
+from restaurant_action.data.video.probe import StreamIndex
+from restaurant_action.errors import VideoDecodeError
+
+logger = logging.getLogger(__name__)
+
+# Colour spaces that OpenCV's I420 conversion (ITU-R BT.601, limited range) renders as FFmpeg
+# does: unspecified, BT.470BG and SMPTE 170M. Other tags and full-range frames go through FFmpeg.
+_BT601_TAGS = (2, 5, 6)
+_JPEG_RANGE = 2
+# Seeks tried from ever earlier keyframes before a request decodes from the file's start.
+_SEEK_ATTEMPTS = 3
+
+
+class _Pass:
+    """One open container and the decoding pass under way in it."""
+
+    def __init__(self, path: str, threads: int) -> None:
+        self.path = path
+        self.container = av.open(path, metadata_errors="ignore")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO" if threads > 1 else "SLICE"
+        self.stream.thread_count = threads
+        self.pictures: Iterator[av.VideoFrame] | None = None
+        self.position: int | None = None  # the index the next picture should have
+        self.skipped_packets = 0
+
+    def restart(self, index: StreamIndex, keyframe: int | None) -> None:
+        """Start a new pass at ``keyframe`` (``None``: at the start of the file)."""
+        if keyframe is None:
+            self.container.seek(0, backward=True, any_frame=False, stream=self.stream)
+        else:
+            self.container.seek(int(index.pts[keyframe]), backward=True, any_frame=False, stream=self.stream)
+        self.pictures = self._decode_packets()
+        self.position = 0 if keyframe is None else keyframe
+
+    def _decode_packets(self) -> Iterator[av.VideoFrame]:
+        """Decoded pictures in presentation order; a packet that fails to decode is logged and
+        skipped, a container that cannot be read further ends the pass (after draining)."""
+        packets = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as error:
+                logger.warning("%s: the container cannot be read further (%s)", self.path, first_line(error))
+                yield from self._drain()
+                return
+            try:
+                yield from self.stream.decode(packet)
+            except av.error.FFmpegError as error:
+                self.skipped_packets += 1
+                logger.warning("%s: a packet at timestamp %s does not decode (%s); skipped", self.path, packet.pts, first_line(error))
+
+    def _drain(self) -> Iterator[av.VideoFrame]:
+        try:
+            yield from self.stream.decode(None)
+        except av.error.FFmpegError:
+            return
+
+    def next_picture(self, index: StreamIndex) -> tuple[int, av.VideoFrame] | None:
+        """The next picture with a known index, or ``None`` at the end of the stream."""
+        assert self.pictures is not None
+        for picture in self.pictures:
+            found = index.frame_at(picture.pts)
+            if found is not None:
+                self.position = found + 1
+                return found, picture
+        return None
+
+
+class PyAVVideo(FileVideo):
+    """A video file read with PyAV, frame-exact by presentation timestamp.
+
+    Resizing converts the YUV 4:2:0 planes with OpenCV's area filter before the colour
+    conversion (cheaper than converting at full size); other pixel formats are converted by
+    FFmpeg and resized with the same filter.
+
+    Args:
+        path: the video file.
+        size: output ``(width, height)``; ``None`` keeps the native size.
+        num_threads: decoder threads per reader (FFmpeg's frame and slice threads when > 1).
+    """
+
+    backend = "pyav"
+
+    def _open(self) -> _Pass:
+        try:
+            return _Pass(str(self.path), self.num_threads)
+        except (av.error.FFmpegError, IndexError) as error:
+            raise VideoDecodeError(self.path, f"cannot open the video ({first_line(error)})", frame=0) from error
+
+    def _decode(self, sorted_indices: np.ndarray) -> np.ndarray:
+        index = self.index
+        width, height = self.size
+        out = np.empty((len(sorted_indices), height, width, 3), np.uint8)
+        decoder: _Pass = self.reader()
+        for slot, target in enumerate(sorted_indices.tolist()):
+            out[slot] = self._to_rgb(self._seek_and_read(decoder, index, target))
+        return out
+
+    def _seek_and_read(self, decoder: _Pass, index: StreamIndex, target: int) -> av.VideoFrame:
+        """The picture of frame ``target``, continuing the pass when no keyframe lies between."""
+        keyframe = index.keyframe_before(target)
+        starts: list[int | None] = [keyframe]
+        for _ in range(_SEEK_ATTEMPTS - 1):
+            earlier = index.keyframe_before(starts[-1] - 1) if starts[-1] else None
+            if earlier is None or earlier == starts[-1]:
+                break
+            starts.append(earlier)
+        starts.append(None)
+        continuing = decoder.position is not None and keyframe <= decoder.position <= target
+        if continuing:
+            starts.insert(0, decoder.position)
+        for attempt, start in enumerate(starts):
+            if attempt > 0 or not continuing:
+                self._restart(decoder, index, start)
+            picture = self._read_until(decoder, index, target)
+            if picture is not None:
+                return picture
+        raise VideoDecodeError(self.path, "no picture decodes for this frame; the file is corrupt here", frame=target)
+
+    def _restart(self, decoder: _Pass, index: StreamIndex, keyframe: int | None) -> None:
+        try:
+            decoder.restart(index, keyframe)
+        except av.error.FFmpegError as error:
+            raise VideoDecodeError(self.path, f"cannot seek ({first_line(error)})", frame=keyframe or 0) from error
+
+    def _read_until(self, decoder: _Pass, index: StreamIndex, target: int) -> av.VideoFrame | None:
+        """Decode forward to ``target``: its picture, or ``None`` if the pass went past it.
+
+        Raises:
+            VideoDecodeError: the stream ended before ``target`` (the file holds fewer frames
+                that decode than its container lists).
+        """
+        last = -1
+        while True:
+            found = decoder.next_picture(index)
+            if found is None:
+                raise self.found_end(max(last + 1, decoder.position or 0), target)
+            last, picture = found
+            if last == target:
+                return picture
+            if last > target:
+                return None
+
+    def _to_rgb(self, picture: av.VideoFrame) -> np.ndarray:
+        """uint8 ``(H, W, 3)`` RGB at ``self.size``."""
+        if self.size_request is None:
+            return picture.to_ndarray(format="rgb24")
+        width, height = self.size_request
+        planar = (
+            picture.format.name == "yuv420p"
+            and picture.colorspace in _BT601_TAGS
+            and picture.color_range != _JPEG_RANGE
+            and width % 2 == 0
+            and height % 2 == 0
+            and picture.width % 2 == 0
+            and picture.height % 2 == 0
+        )
+        if not planar:
+            return cv2.resize(picture.to_ndarray(format="rgb24"), (width, height), interpolation=cv2.INTER_AREA)
+        return _resize_i420(picture.to_ndarray(), picture.width, picture.height, width, height)
+
+
+def _resize_i420(planes: np.ndarray, width: int, height: int, out_width: int, out_height: int) -> np.ndarray:
+    """Resize an I420 picture (``W * H * 3/2`` bytes: Y, then U and V at half size) plane by
+    plane with the area filter, then convert it to RGB ``(out_height, out_width, 3)``."""
+    flat = planes.reshape(-1)
+    luma_bytes, chroma_bytes = width * height, (width // 2) * (height // 2)
+    half = (out_width // 2, out_height // 2)
+    luma = cv2.resize(flat[:luma_bytes].reshape(height, width), (out_width, out_height), interpolation=cv2.INTER_AREA)
+    chroma = [
+        cv2.resize(flat[start : start + chroma_bytes].reshape(height // 2, width // 2), half, interpolation=cv2.INTER_AREA)
+        for start in (luma_bytes, luma_bytes + chroma_bytes)
+    ]
+    i420 = np.concatenate([luma.reshape(-1), chroma[0].reshape(-1), chroma[1].reshape(-1)])
+    return cv2.cvtColor(i420.reshape(out_height * 3 // 2, out_width), cv2.COLOR_YUV2RGB_I420)
