@@ -79,9 +79,12 @@ def test_onnx_predictor_detects_what_the_eager_one_does(synthetic_root: Path, ch
     assert isinstance(onnx.runner, OnnxRunner)
     for mine, theirs in zip(onnx.stream(short), eager.stream(short), strict=True):
         assert mine.frame_index == theirs.frame_index
-        np.testing.assert_array_equal(mine.detections.labels, theirs.detections.labels)
-        np.testing.assert_allclose(mine.detections.boxes, theirs.detections.boxes, atol=1e-3)
         np.testing.assert_allclose(mine.detections.scores, theirs.detections.scores, atol=1e-6)
+        # at the max_detections cut, boxes whose scores tie within the runtimes' rounding may swap
+        scores = theirs.detections.scores
+        clear = scores > scores[-1] + 1e-5 if len(scores) == 20 else np.ones(len(scores), bool)
+        np.testing.assert_array_equal(mine.detections.labels[clear], theirs.detections.labels[clear])
+        np.testing.assert_allclose(mine.detections.boxes[clear], theirs.detections.boxes[clear], atol=1e-3)
 
 
 def test_export_refuses_an_unknown_format(checkpoints: dict[str, Path], tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ under way when no keyframe lies between; only the frames asked for are converted
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import Iterator
 
 import av
@@ -30,7 +31,11 @@ _SEEK_ATTEMPTS = 3
 
 
 class _Pass:
-    """One open container and the decoding pass under way in it."""
+    """One open container and the decoding pass under way in it.
+
+    The pass is a plain object (no generator holding it): a reference cycle would leave a
+    dropped pass to the garbage collector, which could then free its decoder in a forked child.
+    """
 
     def __init__(self, path: str, threads: int) -> None:
         self.path = path
@@ -38,48 +43,51 @@ class _Pass:
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO" if threads > 1 else "SLICE"
         self.stream.thread_count = threads
-        self.pictures: Iterator[av.VideoFrame] | None = None
+        self.packets: Iterator[av.Packet] | None = None
+        self.pending: deque[av.VideoFrame] = deque()
+        self.ended = True
         self.position: int | None = None  # the index the next picture should have
         self.skipped_packets = 0
 
     def restart(self, index: StreamIndex, keyframe: int | None) -> None:
         """Start a new pass at ``keyframe`` (``None``: at the start of the file)."""
-        if keyframe is None:
-            self.container.seek(0, backward=True, any_frame=False, stream=self.stream)
-        else:
-            self.container.seek(int(index.pts[keyframe]), backward=True, any_frame=False, stream=self.stream)
-        self.pictures = self._decode_packets()
+        stamp = 0 if keyframe is None else int(index.pts[keyframe])
+        self.container.seek(stamp, backward=True, any_frame=False, stream=self.stream)
+        self.packets = self.container.demux(self.stream)
+        self.pending.clear()
+        self.ended = False
         self.position = 0 if keyframe is None else keyframe
 
-    def _decode_packets(self) -> Iterator[av.VideoFrame]:
-        """Decoded pictures in presentation order; a packet that fails to decode is logged and
-        skipped, a container that cannot be read further ends the pass (after draining)."""
-        packets = self.container.demux(self.stream)
-        while True:
+    def _decoded(self) -> av.VideoFrame | None:
+        """The next decoded picture in presentation order, or ``None`` at the end of the pass.
+        A packet that fails to decode is logged and skipped; a container that cannot be read
+        further ends the pass after the decoder is drained."""
+        while not self.pending and not self.ended:
+            assert self.packets is not None
             try:
-                packet = next(packets)
+                packet = next(self.packets)
             except StopIteration:
-                return
+                self.ended = True
+                continue
             except av.error.FFmpegError as error:
                 logger.warning("%s: the container cannot be read further (%s)", self.path, first_line(error))
-                yield from self._drain()
-                return
-            try:
-                yield from self.stream.decode(packet)
-            except av.error.FFmpegError as error:
-                self.skipped_packets += 1
-                logger.warning("%s: a packet at timestamp %s does not decode (%s); skipped", self.path, packet.pts, first_line(error))
+                self.ended = True
+                self._decode(None)
+                continue
+            self._decode(packet)
+        return self.pending.popleft() if self.pending else None
 
-    def _drain(self) -> Iterator[av.VideoFrame]:
+    def _decode(self, packet: av.Packet | None) -> None:
         try:
-            yield from self.stream.decode(None)
-        except av.error.FFmpegError:
-            return
+            self.pending.extend(self.stream.decode(packet))
+        except av.error.FFmpegError as error:
+            self.skipped_packets += 1
+            where = "the decoder's last pictures" if packet is None else f"a packet at timestamp {packet.pts}"
+            logger.warning("%s: %s do not decode (%s); skipped", self.path, where, first_line(error))
 
     def next_picture(self, index: StreamIndex) -> tuple[int, av.VideoFrame] | None:
         """The next picture with a known index, or ``None`` at the end of the stream."""
-        assert self.pictures is not None
-        for picture in self.pictures:
+        while (picture := self._decoded()) is not None:
             found = index.frame_at(picture.pts)
             if found is not None:
                 self.position = found + 1
