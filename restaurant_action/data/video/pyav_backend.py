@@ -15,6 +15,7 @@ from typing import Iterator
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from restaurant_action.data.video.base import FileVideo, first_line
 from restaurant_action.data.video.probe import StreamIndex
@@ -48,6 +49,7 @@ class _Pass:
         self.ended = True
         self.position: int | None = None  # the index the next picture should have
         self.skipped_packets = 0
+        self.reformatter = VideoReformatter()  # keeps FFmpeg's conversion context between pictures
 
     def restart(self, index: StreamIndex, keyframe: int | None) -> None:
         """Start a new pass at ``keyframe`` (``None``: at the start of the file)."""
@@ -122,7 +124,7 @@ class PyAVVideo(FileVideo):
         out = np.empty((len(sorted_indices), height, width, 3), np.uint8)
         decoder: _Pass = self.reader()
         for slot, target in enumerate(sorted_indices.tolist()):
-            out[slot] = self._to_rgb(self._seek_and_read(decoder, index, target))
+            out[slot] = self._to_rgb(self._seek_and_read(decoder, index, target), decoder.reformatter)
         return out
 
     def _seek_and_read(self, decoder: _Pass, index: StreamIndex, target: int) -> av.VideoFrame:
@@ -170,10 +172,10 @@ class PyAVVideo(FileVideo):
             if last > target:
                 return None
 
-    def _to_rgb(self, picture: av.VideoFrame) -> np.ndarray:
+    def _to_rgb(self, picture: av.VideoFrame, reformatter: VideoReformatter) -> np.ndarray:
         """uint8 ``(H, W, 3)`` RGB at ``self.size``."""
-        if self.size_request is None:
-            return picture.to_ndarray(format="rgb24")
+        if self.size_request is None or self.size_request == (picture.width, picture.height):
+            return reformatter.reformat(picture, format="rgb24").to_ndarray()
         width, height = self.size_request
         planar = (
             picture.format.name == "yuv420p"
@@ -185,7 +187,8 @@ class PyAVVideo(FileVideo):
             and picture.height % 2 == 0
         )
         if not planar:
-            return cv2.resize(picture.to_ndarray(format="rgb24"), (width, height), interpolation=cv2.INTER_AREA)
+            rgb = reformatter.reformat(picture, format="rgb24").to_ndarray()
+            return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
         return _resize_i420(picture.to_ndarray(), picture.width, picture.height, width, height)
 
 
