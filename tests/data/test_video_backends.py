@@ -15,7 +15,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from restaurant_action.data.datamodules import ClipDataModule, FrameDataModule, SequenceDataModule
+from restaurant_action.data.datamodules import (
+    ClipDataModule,
+    FrameDataModule,
+    SequenceDataModule,
+)
 from restaurant_action.data.video import (
     BACKENDS,
     CachedVideo,
@@ -25,9 +29,14 @@ from restaurant_action.data.video import (
     resolve_backend,
 )
 from restaurant_action.errors import VideoDecodeError
-
 from tests.data.conftest import pattern_frames
-from tests.data.video_matrix import MATRIX_FRAMES, MATRIX_SIZE, MatrixFile, write_matrix, written_index
+from tests.data.video_matrix import (
+    MATRIX_FRAMES,
+    MATRIX_SIZE,
+    MatrixFile,
+    write_matrix,
+    written_index,
+)
 
 BACKEND_NAMES = available_backends()
 MATRIX_NAMES = (
@@ -124,7 +133,7 @@ def _read_in_child(path: str, backend: str, frames: list[int], out) -> None:
         out.put(("read", ""))
     except VideoDecodeError as error:
         out.put(("VideoDecodeError", f"{error.frame}|{error}"))
-    except Exception as error:  # reported to the parent, which fails the test with it
+    except Exception as error:  # noqa: BLE001 (reported to the parent, which fails the test with it)
         out.put((type(error).__name__, str(error)))
 
 
@@ -300,7 +309,7 @@ def test_a_cache_keeps_each_backends_frames_apart(matrix, tmp_path):
 def test_the_predictor_runs_on_every_backend(checkpoints, synthetic_root, tmp_path):
     from restaurant_action.predict import VideoPredictor
 
-    video = sorted((synthetic_root / "videos").iterdir())[0]
+    video = min((synthetic_root / "videos").iterdir())
     best: dict[str, np.ndarray] = {}
     for backend in BACKEND_NAMES:
         predictor = VideoPredictor.from_checkpoint(checkpoints["YOLOv3Module"], "cpu", video_backend=backend)

@@ -27,8 +27,8 @@ from restaurant_action.data.video.torchcodec_backend import TorchcodecVideo
 
 __all__ = [
     "AUTO_ORDER",
-    "BACKEND_VARIABLE",
     "BACKENDS",
+    "BACKEND_VARIABLE",
     "IMAGE_SUFFIXES",
     "VIDEO_SUFFIXES",
     "CachedVideo",

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +26,8 @@ logger = logging.getLogger(__name__)
 # A reader inherited through fork must never be destroyed in the child: FFmpeg's decoder
 # threads exist only in the parent, and freeing the codec context would wait for them forever.
 # Every open reader is tracked, and a forked child keeps them all alive.
-_OPEN_READERS: "weakref.WeakSet[ProcessReader]" = weakref.WeakSet()
-_INHERITED_READERS: list["ProcessReader"] = []
+_OPEN_READERS: weakref.WeakSet[ProcessReader] = weakref.WeakSet()
+_INHERITED_READERS: list[ProcessReader] = []
 os.register_at_fork(after_in_child=lambda: _INHERITED_READERS.extend(_OPEN_READERS))
 
 

@@ -13,7 +13,10 @@ from restaurant_action.data.video.cache import CachedVideo
 from restaurant_action.data.video.decord_backend import DecordVideo
 from restaurant_action.data.video.folder import FrameFolder
 from restaurant_action.data.video.pyav_backend import PyAVVideo
-from restaurant_action.data.video.torchcodec_backend import TorchcodecVideo, torchcodec_ffmpeg_version
+from restaurant_action.data.video.torchcodec_backend import (
+    TorchcodecVideo,
+    torchcodec_ffmpeg_version,
+)
 from restaurant_action.errors import VideoDecodeError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")

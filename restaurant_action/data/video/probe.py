@@ -121,7 +121,7 @@ def _probe_cached(path: str, file_size: int, mtime_ns: int) -> StreamIndex:
 
 
 def _demux(
-    path: str, container: "av.container.InputContainer", stream: "av.video.stream.VideoStream"
+    path: str, container: av.container.InputContainer, stream: av.video.stream.VideoStream
 ) -> tuple[list[int], list[bool], list[bool]]:
     """Timestamps, keyframe and corrupt flags of the stream's packets, in file order (up to
     the first unreadable byte: a cut file's later packets are not there)."""
@@ -145,7 +145,7 @@ def _demux(
     return stamps, keys, corrupt
 
 
-def _average_rate(stream: "av.video.stream.VideoStream", pts: np.ndarray, time_base: float) -> float:
+def _average_rate(stream: av.video.stream.VideoStream, pts: np.ndarray, time_base: float) -> float:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     if rate:
         return float(rate)
