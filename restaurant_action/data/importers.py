@@ -16,14 +16,16 @@ import logging
 import math
 import re
 import shutil
-import xml.parsers.expat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, NamedTuple
+from xml.etree.ElementTree import ParseError
 
 import cv2
 import numpy as np
 import torch
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import DefusedXMLParser
 from torchvision.ops import box_iou
 
 from restaurant_action.data.annotations import (
@@ -674,18 +676,21 @@ def _cvat_classes(path: Path, labels: list[tuple[str, int]]) -> tuple[list[str],
 
 
 def _parse_cvat_xml(path: Path) -> _CvatDocument:
-    """Read labels, tracks and boxes with their line numbers (expat, which ElementTree uses, reports them)."""
+    """Read labels, tracks and boxes with their line numbers.
+
+    defusedxml's hardened parser reads the file: entity declarations and external references
+    are refused (an entity that expands without bound, the "billion laughs", never expands).
+    """
     if not path.is_file():
         raise DatasetError(path, "CVAT XML file not found")
     document = _CvatDocument()
-    parser = xml.parsers.expat.ParserCreate()
     stack: list[str] = []
     name_text: list[str] | None = None
     skipped = _Tally("CVAT element(s) other than <track><box> (tags, polygons, points, …) were skipped")
 
     def start(tag: str, attributes: dict[str, str]) -> None:
         nonlocal name_text
-        line = parser.CurrentLineNumber
+        line = reader.parser.CurrentLineNumber
         parent = stack[-1] if stack else None
         if parent is None and tag != "annotations":
             raise DatasetError(path, f"the root element is <{tag}>, not <annotations> (not a CVAT XML export)", line=line)
@@ -713,16 +718,32 @@ def _parse_cvat_xml(path: Path) -> _CvatDocument:
         if name_text is not None:
             name_text.append(data)
 
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = text
+    reader = DefusedXMLParser(target=_XmlEvents(start, end, text))
     try:
         with open(path, "rb") as handle:
-            parser.ParseFile(handle)
-    except xml.parsers.expat.ExpatError as error:
-        raise DatasetError(path, f"malformed XML ({xml.parsers.expat.errors.messages[error.code]})", line=error.lineno) from None
+            while chunk := handle.read(1 << 16):
+                reader.feed(chunk)
+        reader.close()
+    except ParseError as error:
+        problem = str(error).split(":")[0]
+        raise DatasetError(path, f"malformed XML ({problem})", line=error.position[0]) from None
+    except DefusedXmlException as error:
+        raise DatasetError(
+            path, f"the XML declares entities or external references, which are refused ({type(error).__name__})",
+            line=reader.parser.CurrentLineNumber,
+        ) from None
     skipped.log()
     return document
+
+
+class _XmlEvents:
+    """An ElementTree parser target that forwards start tags, end tags and text to callbacks."""
+
+    def __init__(self, start: Callable[[str, dict[str, str]], None], end: Callable[[str], None], data: Callable[[str], None]) -> None:
+        self.start, self.end, self.data = start, end, data
+
+    def close(self) -> None:
+        """Nothing to build: the callbacks hold the document."""
 
 
 def _attribute(attributes: dict[str, str], key: str, path: Path, line: int, default: str | None = None) -> str:

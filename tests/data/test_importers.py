@@ -397,6 +397,40 @@ def test_cvat_bad_input_names_file_and_line(
     assert error.value.line == _line_of(xml_path.read_text(), marker)
 
 
+BILLION_LAUGHS = """<?xml version="1.0"?>
+<!DOCTYPE annotations [
+  <!ENTITY lol "lol">
+  <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+  <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+  <!ENTITY lol9 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+]>
+"""
+
+
+@pytest.mark.parametrize("declaration", ["entities", "external"])
+def test_cvat_xml_declaring_entities_is_refused_before_anything_expands(
+    cvat_src: tuple[Path, Path], tmp_path: Path, declaration: str
+) -> None:
+    xml_path, video = cvat_src
+    header = BILLION_LAUGHS if declaration == "entities" else (
+        '<?xml version="1.0"?>\n<!DOCTYPE annotations [\n  <!ENTITY secret SYSTEM "file:///etc/passwd">\n]>\n'
+    )
+    body = CVAT_XML.split("?>", 1)[1].replace("<version>1.1</version>", "<version>&lol9;&secret;</version>")
+    _write(xml_path, header + body)
+    with pytest.raises(DatasetError, match="declares entities or external references, which are refused") as error:
+        import_cvat_video(xml_path, video, tmp_path / "out")
+    assert Path(error.value.path) == xml_path and error.value.line == 3
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 0.5, 0.9, 0.99])
+def test_a_truncated_cvat_xml_names_the_file_and_line(cvat_src: tuple[Path, Path], tmp_path: Path, fraction: float) -> None:
+    xml_path, video = cvat_src
+    _write(xml_path, CVAT_XML[: int(len(CVAT_XML) * fraction)])
+    with pytest.raises(DatasetError, match="malformed XML") as error:
+        import_cvat_video(xml_path, video, tmp_path / "out")
+    assert Path(error.value.path) == xml_path and error.value.line >= 1
+
+
 def test_cvat_shapes_other_than_boxes_are_skipped_and_logged(
     cvat_src: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
