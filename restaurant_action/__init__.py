@@ -8,6 +8,7 @@ from restaurant_action.data.video import open_video
 from restaurant_action.errors import DatasetError, VideoDecodeError
 from restaurant_action.export import export
 from restaurant_action.inference.checkpoint import CheckpointError
+from restaurant_action.lightning.nonfinite import NonFiniteLossError, NonFiniteLossGuard
 from restaurant_action.lightning.recurrent_yolo import ConvLSTMYOLOModule
 from restaurant_action.lightning.yowo import YOWOModule
 from restaurant_action.lightning.yolov3 import YOLOv3Module
@@ -28,6 +29,8 @@ __all__ = [
     "FrameDataModule",
     "FrameMAP",
     "LocalizationRecall",
+    "NonFiniteLossError",
+    "NonFiniteLossGuard",
     "SequenceDataModule",
     "VideoDecodeError",
     "VideoMAP",

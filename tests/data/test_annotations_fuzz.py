@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from restaurant_action.data.annotations import ActionAnnotations
 from restaurant_action.errors import DatasetError
-
 from tests.data.conftest import CLASSES, HEADER, VIDEO_LENGTHS, VIDEO_SIZE
 
 WIDTH, HEIGHT = VIDEO_SIZE
