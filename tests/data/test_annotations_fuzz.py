@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from restaurant_action.data.annotations import ActionAnnotations
 from restaurant_action.errors import DatasetError
 from tests.data.conftest import CLASSES, HEADER, VIDEO_LENGTHS, VIDEO_SIZE
+from tests.data.fuzz_strategies import pixel_boxes
 
 WIDTH, HEIGHT = VIDEO_SIZE
 MUTATIONS = (
@@ -53,10 +54,7 @@ class Row:
 def valid_rows(draw: st.DrawFn, track: int) -> Row:
     video = draw(st.sampled_from(sorted(VIDEO_LENGTHS)))
     frame = draw(st.integers(0, VIDEO_LENGTHS[video] - 1))
-    x1 = draw(st.integers(0, WIDTH - 4))
-    y1 = draw(st.integers(0, HEIGHT - 4))
-    x2 = draw(st.integers(x1 + 1, WIDTH))
-    y2 = draw(st.integers(y1 + 1, HEIGHT))
+    x1, y1, x2, y2 = draw(pixel_boxes(WIDTH, HEIGHT))
     label = draw(st.integers(0, len(CLASSES) - 1))
     text = f"{video},{frame},{x1},{y1},{x2},{y2},{CLASSES[label]},{track}"
     return Row(text, (video, frame, float(x1), float(y1), float(x2), float(y2), label, track))

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from restaurant_action.data.importers import AVA_TRACK_STRIDE, import_ava
 from restaurant_action.errors import DatasetError
 from tests.data.conftest import VIDEO_LENGTHS, VIDEO_SIZE
+from tests.data.fuzz_strategies import pixel_boxes
 
 WIDTH, HEIGHT = VIDEO_SIZE
 FPS = 25.0  # the video bank's rate
@@ -43,8 +44,7 @@ class Row:
 def valid_rows(draw: st.DrawFn, person: int) -> Row:
     video = draw(st.sampled_from(sorted(VIDEO_LENGTHS)))
     frame = draw(st.integers(0, VIDEO_LENGTHS[video] - 1))
-    x1, y1 = draw(st.integers(0, WIDTH - 2)), draw(st.integers(0, HEIGHT - 2))
-    x2, y2 = draw(st.integers(x1 + 1, WIDTH)), draw(st.integers(y1 + 1, HEIGHT))
+    x1, y1, x2, y2 = draw(pixel_boxes(WIDTH, HEIGHT))
     action = draw(st.sampled_from(ACTION_IDS))
     text = f"{video},{frame / FPS!r},{x1 / WIDTH!r},{y1 / HEIGHT!r},{x2 / WIDTH!r},{y2 / HEIGHT!r},{action},{person}"
     return Row(text, (video, frame, float(x1), float(y1), float(x2), float(y2), action, person))

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from restaurant_action.data.importers import import_yowo
 from restaurant_action.errors import DatasetError
+from tests.data.fuzz_strategies import pixel_boxes
 
 WIDTH, HEIGHT, FRAMES = 64, 48, 3
 CLASSES = ("Cut", "Wipe", "Pour")
@@ -41,8 +42,7 @@ class Line:
 
 @st.composite
 def valid_lines(draw: st.DrawFn) -> Line:
-    x1, y1 = draw(st.integers(0, WIDTH - 2)), draw(st.integers(0, HEIGHT - 2))
-    x2, y2 = draw(st.integers(x1 + 1, WIDTH)), draw(st.integers(y1 + 1, HEIGHT))
+    x1, y1, x2, y2 = draw(pixel_boxes(WIDTH, HEIGHT))
     label = draw(st.integers(0, len(CLASSES) - 1))
     separator = draw(st.sampled_from([" ", "  ", "\t"]))
     return Line(separator.join(map(str, (label + 1, x1, y1, x2, y2))), (label, float(x1), float(y1), float(x2), float(y2)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,11 +156,15 @@ class FileVideo(VideoSource):
         super().__init__(path, size)
         self.num_threads = max(1, int(num_threads))
         self._reader: ProcessReader | None = None
+        self._index: StreamIndex | None = None
 
     @property
     def index(self) -> StreamIndex:
-        """The file's frame index (presentation timestamps, keyframes, header claim)."""
-        return probe_stream(self.path)
+        """The file's frame index (presentation timestamps, keyframes, header claim), probed on
+        first use and kept, as ``meta`` is (it travels with the source to DataLoader workers)."""
+        if self._index is None:
+            self._index = probe_stream(self.path)
+        return self._index
 
     def _probe(self) -> tuple[int, float, int, int]:
         index = self.index
@@ -194,6 +198,25 @@ class FileVideo(VideoSource):
     def close(self) -> None:
         """Drop this process's reader (it is reopened on the next read)."""
         self._reader = None
+
+    def check_reader_length(self, sorted_indices: np.ndarray, holds: int) -> None:
+        """Raise ``found_end`` when a backend's reader holds fewer frames than ``sorted_indices`` reach."""
+        if int(sorted_indices[-1]) >= holds:
+            raise self.found_end(holds, int(sorted_indices[sorted_indices >= holds][0]))
+
+    def first_failing_frame(
+        self, sorted_indices: np.ndarray, read_one: Callable[[int], Any], errors: tuple[type[BaseException], ...]
+    ) -> int:
+        """After a batched read failed: the first of ``sorted_indices`` that ``read_one`` cannot read
+        on a fresh reader (the first index if each reads alone)."""
+        self.close()
+        for index in sorted_indices.tolist():
+            try:
+                read_one(index)
+            except errors:
+                self.close()
+                return index
+        return int(sorted_indices[0])
 
     def found_end(self, decoded: int, wanted: int) -> VideoDecodeError:
         """Record that only ``decoded`` frames decode; return the error for frame ``wanted``."""

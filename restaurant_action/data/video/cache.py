@@ -57,7 +57,7 @@ class CachedVideo(VideoSource):
             # The file's size and modification time are part of the key: a video rewritten in
             # place gets a new cache instead of the old frames.
             digest = hashlib.sha1(f"{self.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:10]
-            stem = f"{self.path.stem}-{digest}-{self.num_frames}-{width}x{height}-{self.source.backend}"
+            stem = f"{self.path.stem}-{digest}-{self.num_frames}-{width}x{height}-{self.backend}"
             self._cache_paths = (self.cache_dir / f"{stem}.u8", self.cache_dir / f"{stem}.filled")
         return self._cache_paths
 

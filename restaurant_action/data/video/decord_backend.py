@@ -39,24 +39,12 @@ class DecordVideo(FileVideo):
         import decord
 
         reader = self.reader()
-        if int(sorted_indices[-1]) >= len(reader):
-            raise self.found_end(len(reader), int(sorted_indices[sorted_indices >= len(reader)][0]))
+        self.check_reader_length(sorted_indices, len(reader))
+        errors = (RuntimeError, decord.DECORDError)
         try:
             return reader.get_batch(sorted_indices.tolist()).asnumpy()
-        except (RuntimeError, decord.DECORDError) as error:
-            failed = self._first_failing_frame(sorted_indices)
+        except errors as error:
+            failed = self.first_failing_frame(sorted_indices, lambda index: self.reader().get_batch([index]), errors)
             raise VideoDecodeError(
                 self.path, f"cannot decode ({first_line(error)}); the file is corrupt or truncated", frame=failed
             ) from error
-
-    def _first_failing_frame(self, sorted_indices: np.ndarray) -> int:
-        import decord
-
-        self.close()
-        for index in sorted_indices.tolist():
-            try:
-                self.reader().get_batch([index])
-            except (RuntimeError, decord.DECORDError):
-                self.close()
-                return index
-        return int(sorted_indices[0])

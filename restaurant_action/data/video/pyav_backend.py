@@ -48,7 +48,6 @@ class _Pass:
         self.pending: deque[av.VideoFrame] = deque()
         self.ended = True
         self.position: int | None = None  # the index the next picture should have
-        self.skipped_packets = 0
         self.reformatter = VideoReformatter()  # keeps FFmpeg's conversion context between pictures
 
     def restart(self, index: StreamIndex, keyframe: int | None) -> None:
@@ -83,7 +82,6 @@ class _Pass:
         try:
             self.pending.extend(self.stream.decode(packet))
         except av.error.FFmpegError as error:
-            self.skipped_packets += 1
             where = "the decoder's last pictures" if packet is None else f"a packet at timestamp {packet.pts}"
             logger.warning("%s: %s do not decode (%s); skipped", self.path, where, first_line(error))
 
@@ -130,19 +128,12 @@ class PyAVVideo(FileVideo):
     def _seek_and_read(self, decoder: _Pass, index: StreamIndex, target: int) -> av.VideoFrame:
         """The picture of frame ``target``, continuing the pass when no keyframe lies between."""
         keyframe = index.keyframe_before(target)
-        starts: list[int | None] = [keyframe]
-        for _ in range(_SEEK_ATTEMPTS - 1):
-            earlier = index.keyframe_before(starts[-1] - 1) if starts[-1] else None
-            if earlier is None or earlier == starts[-1]:
-                break
-            starts.append(earlier)
-        starts.append(None)
-        continuing = decoder.position is not None and keyframe <= decoder.position <= target
-        if continuing:
-            starts.insert(0, decoder.position)
-        for attempt, start in enumerate(starts):
-            if attempt > 0 or not continuing:
-                self._restart(decoder, index, start)
+        if decoder.position is not None and keyframe <= decoder.position <= target:
+            picture = self._read_until(decoder, index, target)
+            if picture is not None:
+                return picture
+        for start in _seek_starts(index, keyframe):
+            self._restart(decoder, index, start)
             picture = self._read_until(decoder, index, target)
             if picture is not None:
                 return picture
@@ -161,15 +152,14 @@ class PyAVVideo(FileVideo):
             VideoDecodeError: the stream ended before ``target`` (the file holds fewer frames
                 that decode than its container lists).
         """
-        last = -1
         while True:
             found = decoder.next_picture(index)
             if found is None:
-                raise self.found_end(max(last + 1, decoder.position or 0), target)
-            last, picture = found
-            if last == target:
+                raise self.found_end(decoder.position or 0, target)
+            frame, picture = found
+            if frame == target:
                 return picture
-            if last > target:
+            if frame > target:
                 return None
 
     def _to_rgb(self, picture: av.VideoFrame, reformatter: VideoReformatter) -> np.ndarray:
@@ -190,6 +180,22 @@ class PyAVVideo(FileVideo):
             rgb = reformatter.reformat(picture, format="rgb24").to_ndarray()
             return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
         return _resize_i420(picture.to_ndarray(), picture.width, picture.height, width, height)
+
+
+def _seek_starts(index: StreamIndex, keyframe: int) -> Iterator[int | None]:
+    """Where to restart a pass for a frame after ``keyframe``: that keyframe, then up to
+    ``_SEEK_ATTEMPTS - 1`` earlier ones (a seek can land late), then the start of the file
+    (``None``). Computed only as far as the retries go."""
+    start = keyframe
+    for _ in range(_SEEK_ATTEMPTS - 1):
+        yield start
+        earlier = index.keyframe_before(start - 1) if start else None
+        if earlier is None or earlier == start:
+            break
+        start = earlier
+    else:
+        yield start
+    yield None
 
 
 def _resize_i420(planes: np.ndarray, width: int, height: int, out_width: int, out_height: int) -> np.ndarray:

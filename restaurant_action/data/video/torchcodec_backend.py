@@ -44,26 +44,15 @@ class TorchcodecVideo(FileVideo):
 
     def _decode(self, sorted_indices: np.ndarray) -> np.ndarray:
         decoder = self.reader()
-        holds = len(decoder)
-        if int(sorted_indices[-1]) >= holds:
-            raise self.found_end(holds, int(sorted_indices[sorted_indices >= holds][0]))
+        self.check_reader_length(sorted_indices, len(decoder))
+        errors = (RuntimeError, IndexError)
         try:
             frames = decoder.get_frames_at(sorted_indices.tolist()).data.numpy()
-        except (RuntimeError, IndexError) as error:
-            failed = self._first_failing_frame(sorted_indices)
+        except errors as error:
+            failed = self.first_failing_frame(sorted_indices, lambda index: self.reader().get_frames_at([index]), errors)
             raise VideoDecodeError(
                 self.path, f"cannot decode ({first_line(error)}); the file is corrupt or truncated", frame=failed
             ) from error
         if self.size_request is None:
             return frames
         return np.stack([cv2.resize(frame, self.size_request, interpolation=cv2.INTER_AREA) for frame in frames])
-
-    def _first_failing_frame(self, sorted_indices: np.ndarray) -> int:
-        self.close()
-        for index in sorted_indices.tolist():
-            try:
-                self.reader().get_frames_at([index])
-            except (RuntimeError, IndexError):
-                self.close()
-                return index
-        return int(sorted_indices[0])
